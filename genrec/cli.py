@@ -1,0 +1,184 @@
+"""The `genrec` command. Each subcommand parses its flags and calls the library; no logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from genrec import __version__
+from genrec.errors import GenrecError
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from genrec.data.filters import Filters
+    from genrec.data.prepare import prepare_dataset
+
+    options = {k: getattr(args, k) for k in ("user_col", "item_col", "time_col", "rating_col", "delimiter", "items",
+                                              "items_id_col")}  # fmt: skip
+    if args.text_cols is not None:
+        options["text_cols"] = [c for c in args.text_cols.split(",") if c]
+    filters = Filters(min_rating=args.min_rating, dedup=args.dedup, user_core=args.user_core, item_core=args.item_core)
+    dataset = prepare_dataset(args.source, args.out, raw=args.raw, filters=filters, overwrite=args.overwrite,
+                              download=not args.no_download, **options)  # fmt: skip
+    _print_info(dataset.summary(), args.json)
+    return 0
+
+
+def _print_info(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary))
+        return
+    for key, value in summary.items():
+        print(f"{key:>17}: {value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:>17}: {value}")
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    from genrec.data.dataset import Dataset
+
+    _print_info(Dataset.load(args.dir).summary(), args.json)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from genrec.config import load_config
+    from genrec.runner import MODELS, dataset_for, evaluate_split, format_table, split_for
+    from genrec.runs import RunDir
+
+    if args.run_dir is not None:
+        config = RunDir.open(args.run_dir).config()
+        if args.data is not None or args.model is not None:
+            raise GenrecError("give either a RUN_DIR or --data/--model, not both")
+    else:
+        if args.data is None:
+            raise GenrecError("genrec eval needs a RUN_DIR or --data DIR (a prepared dataset)")
+        overrides = [f"data.path={args.data}", f"model.name={args.model or 'popularity'}"]
+        overrides += [f"split.protocol={args.protocol}"] if args.protocol else []
+        config = load_config(None, overrides)
+    if args.ks:
+        config.eval.ks = [int(k) for k in args.ks.split(",")]
+    dataset = dataset_for(config.data)
+    split = split_for(dataset, config)
+    scorer = MODELS[config.model.name](dataset, split, config)
+    metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=not args.json)
+    if args.json:
+        print(json.dumps({"model": config.model.name, "split": args.split, "protocol": split.protocol, **metrics}))
+    else:
+        print(format_table([(f"{config.model.name} ({args.split})", metrics)], columns=list(metrics)))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from genrec.config import load_config
+    from genrec.runner import format_table, run
+    from genrec.runs import default_run_dir
+
+    config = load_config(args.config, args.set)
+    out = args.out or default_run_dir(config.name)
+    result = run(config, out, overwrite=args.overwrite, progress=not args.json)
+    if args.json:
+        print(json.dumps({"run_dir": str(result.run_dir), **result.metrics}))
+    else:
+        print(format_table([(f"{config.model.name} ({k})", m) for k, m in result.metrics.items()]))
+        print(f"\nrun directory: {result.run_dir}")
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from genrec.config import load_config
+    from genrec.runner import format_table, run
+    from genrec.runs import default_run_dir
+
+    overrides = [f"data.raw={args.raw}"] if args.raw else []
+    config = load_config(None, overrides)
+    out = args.out or default_run_dir("quickstart")
+    print(f"genrec quickstart: {config.model.name} on MovieLens-100K, leave-one-out, full ranking", file=sys.stderr)
+    result = run(config, out, overwrite=args.overwrite)
+    d = result.dataset
+    print(f"\ndataset: {d.path} ({d.num_users:,} users, {d.num_items:,} items, {d.num_interactions:,} interactions)")
+    print(format_table([(f"{config.model.name} ({k})", m) for k, m in result.metrics.items()]))
+    print(f"\nrun directory: {result.run_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from genrec.data.sources import SOURCES
+
+    parser = argparse.ArgumentParser(prog="genrec", description="Generative recommendation: data, training, evaluation.")
+    parser.add_argument("--version", action="version", version=f"genrec {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = commands.add_parser("data", help="prepare and inspect datasets")
+    data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    prep = data_commands.add_parser("prepare", help="turn a raw release into a canonical dataset folder")
+    prep.add_argument("source", metavar="SOURCE", help=f"one of: {', '.join(SOURCES)}")
+    prep.add_argument("--raw", help="local copy: the release folder as distributed (csv/parquet: the events file)")
+    prep.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
+    prep.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    prep.add_argument("--no-download", action="store_true", help="never download; fail if no local copy is found")
+    prep.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    filters = prep.add_argument_group("filters (all off by default)")
+    filters.add_argument("--min-rating", type=float, help="keep events with rating >= this")
+    filters.add_argument("--dedup", action="store_true", help="keep only the first event of each (user, item) pair")
+    filters.add_argument("--user-core", type=int, default=0, help="k-core: users need at least this many events")
+    filters.add_argument("--item-core", type=int, default=0, help="k-core: items need at least this many events")
+    generic = prep.add_argument_group("csv / parquet sources: column mapping")
+    generic.add_argument("--user-col", help="user id column (default user_id)")
+    generic.add_argument("--item-col", help="item id column (default item_id)")
+    generic.add_argument("--time-col", help="timestamp column: unix seconds or ISO-8601 (default timestamp)")
+    generic.add_argument("--rating-col", help="optional rating column")
+    generic.add_argument("--delimiter", help="CSV field separator (default ,)")
+    generic.add_argument("--items", help="optional item table (CSV or Parquet)")
+    generic.add_argument("--items-id-col", help="item id column of the item table (default: --item-col)")
+    generic.add_argument("--text-cols", help="comma-separated text columns of the item table (default: all others)")
+    prep.set_defaults(func=_data_prepare)
+
+    info = data_commands.add_parser("info", help="print a prepared dataset's counts")
+    info.add_argument("dir", metavar="DIR")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_data_info)
+
+    ev = commands.add_parser("eval", help="full-ranking evaluation of a model or a run directory")
+    ev.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory to evaluate")
+    ev.add_argument("--data", help="a prepared dataset folder")
+    ev.add_argument("--model", help="model name (default popularity)")
+    ev.add_argument("--split", default="test", choices=["test", "valid"])
+    ev.add_argument("--protocol", choices=["leave-one-out", "time", "user"], help="default leave-one-out")
+    ev.add_argument("--ks", help="comma-separated cutoffs (default 1,5,10,50,200)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    ev.set_defaults(func=_eval)
+
+    tr = commands.add_parser("train", help="run a config: prepare data, train, evaluate, write a run directory")
+    tr.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config (default: the quickstart)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    tr.add_argument("--out", help="run directory (default runs/<name>-<time>)")
+    tr.add_argument("--overwrite", action="store_true")
+    tr.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    tr.set_defaults(func=_train)
+
+    qs = commands.add_parser("quickstart", help="prepare MovieLens-100K, train and evaluate the default model")
+    qs.add_argument("--raw", help="local ml-100k folder (default: $GENREC_DATA_DIR/ml-100k, the cache, or download)")
+    qs.add_argument("--out", help="run directory (default runs/quickstart-<time>)")
+    qs.add_argument("--overwrite", action="store_true")
+    qs.set_defaults(func=_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except GenrecError as exc:
+        print(f"genrec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genrec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Typed run configs: dataclasses, loaded from YAML, with `--set a.b=c` overrides.
+
+Every key is checked when the config is built: an unknown key or a value of the wrong type is an
+error that names the key and what is allowed. The resolved config is saved in each run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from genrec.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to use. Either `path` (a prepared dataset) or `source` (+ `raw`, filters)."""
+
+    source: str = "ml-100k"  # a `genrec data prepare` SOURCE name
+    raw: str | None = None  # local copy of the raw release; default: $GENREC_DATA_DIR, cache, download
+    path: str | None = None  # a prepared canonical dataset folder (overrides source/raw)
+    min_rating: float | None = None
+    dedup: bool = False
+    user_core: int = 0
+    item_core: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # source options (column names of the csv source)
+
+    def __post_init__(self) -> None:
+        from genrec.data.sources import SOURCES  # late: sources import pyarrow
+
+        if self.path is None and self.source not in SOURCES:
+            raise ConfigError(f"data.source: unknown source {self.source!r}; valid sources: {', '.join(SOURCES)}")
+
+
+@dataclass
+class SplitConfig:
+    """The evaluation protocol (see `genrec.data.splits`)."""
+
+    protocol: Literal["leave-one-out", "time", "user"] = "leave-one-out"
+    valid_fraction: float = 0.1  # time split (when no cut times are given) and user split
+    test_fraction: float = 0.1
+    valid_time: int | None = None  # time split cut points, unix seconds
+    test_time: int | None = None
+    time_targets: Literal["first", "all"] = "first"
+    seed: int = 0  # user split
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 50, 200])
+    batch_size: int | None = None  # default: as many users as fit a 64 MiB score matrix
+    mask_history: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"eval.ks: cutoffs must be positive integers, got {self.ks}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "popularity"
+
+    def __post_init__(self) -> None:
+        from genrec.runner import MODELS
+
+        if self.name not in MODELS:
+            raise ConfigError(f"model.name: unknown model {self.name!r}; valid models: {', '.join(MODELS)}")
+
+
+@dataclass
+class RunConfig:
+    """A whole run: data, protocol, model and evaluation. The defaults are the quickstart."""
+
+    name: str = "quickstart"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking every key and value type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown config key {key!r}; valid keys{' of ' + where if where else ''}: {', '.join(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = get_args(tp) or (Any,)
+        return [_convert(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {tp}")
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b=value` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.source=ml-1m")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """A `RunConfig` from a YAML file (None = defaults) plus `--set` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    apply_overrides(data, overrides or [])
+    return from_dict(RunConfig, data)
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def dump_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

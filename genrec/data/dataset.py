@@ -1,0 +1,153 @@
+"""The canonical dataset on disk (see `genrec.data.prepare`) and its sequences in memory."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genrec.errors import DataError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Every user's events in time order, as flat arrays plus per-user offsets.
+
+    items:      [E] int64, item indices (1..N) of all users, user 1's first
+    timestamps: [E] int64, unix seconds, aligned with `items`
+    offsets:    [M+2] int64; user u's events are items[offsets[u]:offsets[u+1]] (user 0 = padding, empty)
+    """
+
+    items: np.ndarray
+    timestamps: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def num_users(self) -> int:
+        return len(self.offsets) - 2
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """[M+1] int64 number of events per user (index 0 = padding user, 0 events)."""
+        return np.diff(self.offsets)
+
+    def user(self, u: int) -> np.ndarray:
+        return self.items[self.offsets[u] : self.offsets[u + 1]]
+
+    def prefixes(self, ends: np.ndarray) -> Sequences:
+        """A compact copy holding, for each user u, the events offsets[u]:ends[u].
+
+        ends: [M+1] int64 absolute positions with offsets[u] <= ends[u] <= offsets[u+1].
+        """
+        starts = self.offsets[:-1]
+        lengths = ends - starts
+        index = flat_ranges(starts, lengths)
+        offsets = np.zeros(len(self.offsets), dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return Sequences(self.items[index], self.timestamps[index], offsets)
+
+    @staticmethod
+    def from_users(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, num_users: int) -> Sequences:
+        """Build from events already sorted by user (users: [E] int, 1..num_users)."""
+        if len(users) and np.any(np.diff(users) < 0):
+            raise DataError("interactions are not sorted by user")
+        offsets = np.zeros(num_users + 2, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=num_users + 1), out=offsets[1:])
+        return Sequences(items.astype(np.int64, copy=False), timestamps.astype(np.int64, copy=False), offsets)
+
+
+def flat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + n) for each (s, n), vectorised: [sum(lengths)] int64."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+class Dataset:
+    """A canonical dataset folder: manifest, interactions, items and users tables."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, path: str | Path) -> Dataset:
+        path = Path(path)
+        if not path.is_dir():
+            raise DataError(f"no dataset directory at {path} (create one with `genrec data prepare`)")
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise DataError(f"{path} is not a genrec dataset: no {MANIFEST} (create one with `genrec data prepare`)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{manifest_path}: not valid JSON ({exc})") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise DataError(
+                f"{manifest_path}: dataset format version {manifest.get('format_version')!r}, this genrec reads "
+                f"{FORMAT_VERSION}; prepare it again with `genrec data prepare --overwrite`"
+            )
+        for name in ("interactions.parquet", "items.parquet", "users.parquet"):
+            if not (path / name).is_file():
+                raise DataError(f"{path}: missing {name}; prepare the dataset again")
+        return cls(path, manifest)
+
+    @property
+    def num_users(self) -> int:
+        return int(self.manifest["num_users"])
+
+    @property
+    def num_items(self) -> int:
+        return int(self.manifest["num_items"])
+
+    @property
+    def num_interactions(self) -> int:
+        return int(self.manifest["num_interactions"])
+
+    @cached_property
+    def interactions(self) -> pa.Table:
+        return pq.read_table(self.path / "interactions.parquet")
+
+    @cached_property
+    def items(self) -> pa.Table:
+        return pq.read_table(self.path / "items.parquet")
+
+    @cached_property
+    def users(self) -> pa.Table:
+        return pq.read_table(self.path / "users.parquet")
+
+    @cached_property
+    def sequences(self) -> Sequences:
+        table = self.interactions
+        if table.num_rows != self.num_interactions:
+            raise DataError(f"{self.path}: interactions.parquet has {table.num_rows} rows, manifest says "
+                            f"{self.num_interactions}")  # fmt: skip
+        users = table["user"].to_numpy()
+        return Sequences.from_users(users, table["item"].to_numpy(), table["timestamp"].to_numpy(), self.num_users)
+
+    def item_raw_ids(self) -> list:
+        """Raw ids by item index: element i is the raw id of item i (element 0, padding, is None)."""
+        return [None, *self.items["raw_id"].to_pylist()]
+
+    def user_raw_ids(self) -> list:
+        return [None, *self.users["raw_id"].to_pylist()]
+
+    def summary(self) -> dict[str, Any]:
+        """The manifest's counts and provenance, for `genrec data info`."""
+        m = self.manifest
+        keys = ("source", "num_users", "num_items", "num_interactions", "has_rating", "filters", "filter_report",
+                "catalogue", "text_fields", "raw_path")  # fmt: skip
+        return {"path": str(self.path), **{k: m.get(k) for k in keys}}

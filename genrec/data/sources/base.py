@@ -1,0 +1,96 @@
+"""What every source returns: the raw tables, in raw-file order, with raw ids.
+
+A source only turns raw files into these tables; filtering, re-indexing and sorting happen once,
+for every source alike, in `genrec.data.prepare`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from genrec.data.raw import Release, locate_release
+from genrec.errors import DataError
+
+
+@dataclass
+class RawTables:
+    """Raw tables of one dataset.
+
+    interactions: columns `user`, `item` (raw ids, int or string), `timestamp` (int64 seconds),
+        optional `rating` (float32), one row per event **in raw-file order** (ties in time are
+        later broken by this order).
+    items: optional item metadata: `item` (raw id) plus text / feature columns.
+    users: optional user features: `user` (raw id) plus feature columns.
+    files: the raw files read, for the manifest's checksums.
+    text_fields: the item columns that hold text (in the order a prompt should show them).
+    info: source-specific facts for the manifest (e.g. which published preprocessing it follows).
+    """
+
+    interactions: pa.Table
+    items: pa.Table | None = None
+    users: pa.Table | None = None
+    files: list[Path] = field(default_factory=list)
+    text_fields: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Source(ABC):
+    """A raw format. Subclasses set `name` and `release` (if it has an official download)."""
+
+    name: ClassVar[str]
+    release: ClassVar[Release | None] = None
+
+    def locate(self, raw: str | Path | None, download: bool = True) -> Path:
+        """The raw folder (or file) to read; see `genrec.data.raw` for the lookup order."""
+        if self.release is None:
+            if raw is None:
+                raise DataError(f"source {self.name!r} needs --raw PATH (there is no official download)")
+            path = Path(raw).expanduser()
+            if not path.exists():
+                raise DataError(f"--raw {path}: no such file or directory")
+            return path
+        return locate_release(self.release, raw, download)
+
+    @abstractmethod
+    def read(self, raw: Path) -> RawTables:
+        """Read the raw files under `raw` into `RawTables`."""
+
+    def options(self) -> dict[str, Any]:
+        """The source's options, recorded in the manifest."""
+        return {}
+
+
+def to_epoch_seconds(column: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
+    """Timestamps as int64 seconds, from integers, floats, timestamps, dates or ISO-8601 strings."""
+    t = column.type
+    try:
+        if pa.types.is_integer(t):
+            return column.cast(pa.int64())
+        if pa.types.is_floating(t):
+            return pc.floor(column).cast(pa.int64())
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            column = column.cast(pa.timestamp("s"))
+            t = column.type
+        if pa.types.is_date(t):
+            column = column.cast(pa.timestamp("s"))
+            t = column.type
+        if pa.types.is_timestamp(t):
+            return column.cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(f"{where}: cannot read timestamps (unix seconds or ISO-8601 expected): {exc}") from None
+    raise DataError(f"{where}: timestamps of type {t} are not supported (unix seconds or ISO-8601 expected)")
+
+
+def check_no_nulls(table: pa.Table, columns: list[str], where: str, first_line: int = 1) -> None:
+    """Raise naming the column and the line of the first empty value, if any."""
+    for name in columns:
+        column = table.column(name)
+        if column.null_count:
+            row = pc.index(pc.is_null(column), True).as_py()
+            raise DataError(f"{where}, line {row + first_line}: empty value in column {name!r}")

@@ -1,0 +1,121 @@
+"""The full-ranking evaluator shared by every model.
+
+A scorer is any callable that maps an `EvalBatch` (users and their histories) to a `[B, N+1]`
+score matrix over the whole catalogue (column 0 is padding and ignored). The evaluator masks each
+user's history (never the target), ranks the target pessimistically and averages the metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genrec.data.dataset import Sequences, flat_ranges
+from genrec.data.splits import EvalCases
+from genrec.errors import GenrecError
+from genrec.eval.metrics import DEFAULT_KS, RankMetrics, pessimistic_ranks
+
+
+@dataclass(frozen=True)
+class EvalBatch:
+    """What a scorer sees for B evaluation cases (never the targets).
+
+    users:              [B] int64
+    history:            [B, L] int64 item indices, oldest first, right-padded with 0
+    history_timestamps: [B, L] int64 unix seconds, 0 where padded
+    lengths:            [B] int64 number of real items per row (L = max of lengths, or the
+                        evaluator's `max_history` cut: then the most recent items are kept)
+    target_timestamps:  [B] int64 time of the request
+    """
+
+    users: torch.Tensor
+    history: torch.Tensor
+    history_timestamps: torch.Tensor
+    lengths: torch.Tensor
+    target_timestamps: torch.Tensor
+
+
+Scorer = Callable[[EvalBatch], torch.Tensor]
+
+
+def padded_histories(
+    sequences: Sequences, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-padded item and timestamp matrices for ranges [starts, ends) of `sequences`.
+
+    Returns (items [B, L] int64, timestamps [B, L] int64, lengths [B] int64), L = max length (>= 1).
+    """
+    lengths = (ends - starts).astype(np.int64)
+    width = max(int(lengths.max(initial=0)), 1)
+    columns = np.arange(width)
+    valid = columns[None, :] < lengths[:, None]  # [B, L]
+    positions = np.where(valid, starts[:, None] + columns[None, :], 0)
+    items = np.where(valid, sequences.items[positions], 0)
+    timestamps = np.where(valid, sequences.timestamps[positions], 0)
+    return items, timestamps, lengths
+
+
+def auto_batch_size(num_items: int, budget: int = 1 << 24) -> int:
+    """Rows per batch so that a [B, N+1] float score matrix stays near `budget` elements (64 MiB)."""
+    return int(min(1024, max(1, budget // (num_items + 1))))
+
+
+@torch.no_grad()
+def evaluate(
+    scorer: Scorer,
+    sequences: Sequences,
+    cases: EvalCases,
+    num_items: int,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int | None = None,
+    max_history: int | None = None,
+    mask_history: bool = True,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict[str, float]:
+    """Full-ranking HR@K / NDCG@K / MRR of `scorer` on `cases`.
+
+    sequences: the full sequences the cases' history ranges point into.
+    max_history: give the scorer only the most recent `max_history` items (masking still uses the
+        whole history).
+    mask_history: exclude every item of the user's history from the ranking (not the target).
+    Returns {"hr@K": ..., "ndcg@K": ..., "mrr": ..., "num_users": C}.
+    """
+    device = torch.device(device)
+    batch_size = batch_size or auto_batch_size(num_items)
+    metrics = RankMetrics(ks)
+    starts = range(0, len(cases), batch_size)
+    for begin in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
+        end = min(begin + batch_size, len(cases))
+        h_start, h_end = cases.history_start[begin:end], cases.history_end[begin:end]
+        shown_start = h_start if max_history is None else np.maximum(h_start, h_end - max_history)
+        items, times, lengths = padded_histories(sequences, shown_start, h_end)
+        batch = EvalBatch(
+            users=torch.from_numpy(cases.users[begin:end]).to(device),
+            history=torch.from_numpy(items).to(device),
+            history_timestamps=torch.from_numpy(times).to(device),
+            lengths=torch.from_numpy(lengths).to(device),
+            target_timestamps=torch.from_numpy(cases.target_timestamps[begin:end]).to(device),
+        )
+        scores = scorer(batch)
+        rows = end - begin
+        if tuple(scores.shape) != (rows, num_items + 1):
+            raise GenrecError(f"scorer returned scores of shape {tuple(scores.shape)}, expected ({rows}, {num_items + 1})")
+        scores = scores.float()
+        if torch.isnan(scores).any():
+            raise GenrecError("scorer returned NaN scores; a NaN cannot be ranked (check the model for divergence)")
+        excluded = torch.zeros(rows, num_items + 1, dtype=torch.bool, device=scores.device)
+        excluded[:, 0] = True
+        if mask_history:
+            lengths_full = h_end - h_start
+            flat = flat_ranges(h_start, lengths_full)
+            row_index = torch.from_numpy(np.repeat(np.arange(rows), lengths_full)).to(scores.device)
+            excluded[row_index, torch.from_numpy(sequences.items[flat]).to(scores.device)] = True
+        targets = torch.from_numpy(cases.targets[begin:end]).to(scores.device)
+        metrics.update(pessimistic_ranks(scores, targets, excluded))
+    return metrics.compute()

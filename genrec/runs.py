@@ -1,0 +1,62 @@
+"""Run directories: the resolved config, metrics (JSON and JSONL), and later checkpoints and plots."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from genrec.config import RunConfig, dump_yaml, from_dict
+from genrec.errors import ConfigError
+from genrec.io import is_nonempty_dir, write_json_atomic, write_text_atomic
+
+import yaml
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+METRICS_LOG = "metrics.jsonl"
+
+
+class RunDir:
+    """A folder holding one run's config and results."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path, config: RunConfig, overwrite: bool = False) -> RunDir:
+        run = cls(path)
+        if is_nonempty_dir(run.path) and not overwrite:
+            raise ConfigError(f"run directory {run.path} is not empty (choose another --out or pass --overwrite)")
+        run.path.mkdir(parents=True, exist_ok=True)
+        for stale in (METRICS_FILE, METRICS_LOG):
+            (run.path / stale).unlink(missing_ok=True)
+        write_text_atomic(run.path / CONFIG_FILE, dump_yaml(config))
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        run = cls(path)
+        if not (run.path / CONFIG_FILE).is_file():
+            raise ConfigError(f"{run.path} is not a run directory (no {CONFIG_FILE})")
+        return run
+
+    def config(self) -> RunConfig:
+        return from_dict(RunConfig, yaml.safe_load((self.path / CONFIG_FILE).read_text()) or {})
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        """Append one record (e.g. the metrics of one evaluation) to metrics.jsonl."""
+        with open(self.path / METRICS_LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_json_atomic(self.path / METRICS_FILE, metrics)
+
+    def metrics(self) -> dict[str, Any]:
+        path = self.path / METRICS_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def default_run_dir(name: str, root: str | Path = "runs") -> Path:
+    return Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
