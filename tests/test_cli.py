@@ -1,0 +1,69 @@
+"""The `genrec` command end to end: prepare, info, eval, train, quickstart, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from genrec.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_prepare_info_and_eval_json(data_dir, tmp_path, capsys):
+    out = tmp_path / "ml100k"
+    code, stdout, _ = run_cli(capsys, "data", "prepare", "ml-100k", "--raw", data_dir / "ml-100k", "--out", out, "--json")
+    assert code == 0 and json.loads(stdout)["num_interactions"] == 100000
+    code, _, err = run_cli(capsys, "data", "prepare", "ml-100k", "--raw", data_dir / "ml-100k", "--out", out)
+    assert code == 2 and "not empty" in err and "--overwrite" in err
+    code, stdout, _ = run_cli(capsys, "data", "info", out)
+    assert code == 0 and "num_users: 943" in stdout and "num_items: 1,682" in stdout
+    code, stdout, _ = run_cli(capsys, "eval", "--data", out, "--model", "popularity", "--json")
+    metrics = json.loads(stdout)  # stdout holds exactly one JSON object
+    assert code == 0 and metrics["num_users"] == 943 and metrics["split"] == "test"
+    assert set(metrics) >= {"hr@1", "hr@10", "ndcg@10", "hr@200", "ndcg@200", "mrr"}
+    code, stdout, _ = run_cli(capsys, "eval", "--data", out, "--split", "valid", "--ks", "3", "--json")
+    assert set(json.loads(stdout)) >= {"hr@3", "ndcg@3", "mrr"} and "hr@10" not in json.loads(stdout)
+
+
+def test_quickstart_writes_a_run_directory(data_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "quickstart", "--raw", data_dir / "ml-100k", "--out", run_dir)
+    assert code == 0
+    assert "popularity (test)" in stdout and "hr@10" in stdout and str(run_dir) in stdout
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"]["source"] == "ml-100k" and config["model"]["name"] == "popularity"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["num_users"] == 943 and metrics["protocol"] == "leave-one-out"
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in log] == ["valid", "test"]
+    # the run directory evaluates to the same numbers
+    code, stdout, _ = run_cli(capsys, "eval", run_dir, "--json")
+    assert json.loads(stdout)["ndcg@10"] == metrics["test"]["ndcg@10"]
+
+
+def test_train_config_with_overrides_and_errors(data_dir, tmp_path, capsys):
+    config = tmp_path / "pop.yaml"
+    config.write_text(yaml.safe_dump({"name": "pop", "data": {"source": "ml-1m", "raw": str(data_dir / "ml-1m-sample")},
+                                      "split": {"protocol": "time"}}))  # fmt: skip
+    code, stdout, _ = run_cli(capsys, "train", config, "--set", "split.test_fraction=0.2", "--out", tmp_path / "r", "--json")
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["test"]["num_users"] > 0 and result["valid"]["num_users"] > 0
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["split"] == {**saved["split"], "protocol": "time", "test_fraction": 0.2}
+    code, _, err = run_cli(capsys, "train", config, "--set", "model.nme=x", "--out", tmp_path / "r2")
+    assert code == 2 and "unknown config key 'model.nme'; valid keys of model: name" in err
+    code, _, err = run_cli(capsys, "data", "prepare", "movielens", "--out", tmp_path / "x")
+    assert code == 2 and "valid sources:" in err and "ml-20m" in err
+
+
+def test_console_entry_point():
+    result = subprocess.run([sys.executable, "-m", "genrec", "--help"], capture_output=True, text=True, check=True)
+    for command in ("data", "eval", "train", "quickstart"):
+        assert command in result.stdout

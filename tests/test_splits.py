@@ -1,0 +1,92 @@
+"""Evaluation protocols on hand-made sequences, including timestamp ties."""
+
+import numpy as np
+import pytest
+
+from conftest import write_lines
+from genrec.data import Sequences, leave_one_out, make_split, prepare_dataset, time_split, user_split
+from genrec.errors import ConfigError
+
+
+def sequences_of(per_user: dict[int, list[tuple[int, int]]]) -> Sequences:
+    """Sequences from {user: [(item, ts), ...]} given in time order, users 1..M."""
+    users, items, ts = [], [], []
+    for u in sorted(per_user):
+        for item, t in per_user[u]:
+            users.append(u), items.append(item), ts.append(t)
+    return Sequences.from_users(np.array(users), np.array(items), np.array(ts), max(per_user))
+
+
+def test_leave_one_out_keeps_raw_order_of_ties(tmp_path):
+    # user 1 has three events at t=10 listed 30, 10, 20 in the file, then one earlier event at t=5
+    write_lines(tmp_path / "events.csv", ["user_id,item_id,timestamp", "1,30,10", "2,10,1", "1,10,10", "2,20,2",
+                                          "1,20,10", "1,40,5", "3,10,7", "3,20,8"])  # fmt: skip
+    ds = prepare_dataset("csv", tmp_path / "ds", raw=tmp_path / "events.csv")
+    raw = ds.item_raw_ids()
+    assert [raw[i] for i in ds.sequences.user(1)] == [40, 30, 10, 20]
+    split = leave_one_out(ds.sequences)
+    assert split.test.users.tolist() == [1]  # users 2 and 3 have fewer than 3 events: training only
+    assert raw[split.test.targets[0]] == 20 and raw[split.valid.targets[0]] == 10
+    train = split.train
+    assert [raw[i] for i in train.user(1)] == [40, 30]
+    assert [raw[i] for i in train.user(2)] == [10, 20] and [raw[i] for i in train.user(3)] == [10, 20]
+    seqs = split.sequences
+    test_history = seqs.items[split.test.history_start[0] : split.test.history_end[0]]
+    valid_history = seqs.items[split.valid.history_start[0] : split.valid.history_end[0]]
+    assert [raw[i] for i in test_history] == [40, 30, 10]  # includes the validation item
+    assert [raw[i] for i in valid_history] == [40, 30]
+    assert split.test.target_timestamps.tolist() == [10]
+
+
+def test_leave_one_out_on_ml100k_partitions_every_event(ml100k):
+    seqs = ml100k.sequences
+    split = leave_one_out(seqs)
+    assert len(split.test) == len(split.valid) == 943  # every ML-100K user has >= 20 ratings
+    assert len(split.train.items) + 2 * 943 == ml100k.num_interactions
+    for u in (1, 500, 943):
+        full = seqs.user(u)
+        assert np.array_equal(split.train.user(u), full[:-2])
+        assert split.valid.targets[u - 1] == full[-2] and split.test.targets[u - 1] == full[-1]
+
+
+def test_time_split_first_and_all_targets():
+    seqs = sequences_of({1: [(1, 10), (2, 20), (3, 30), (4, 40)], 2: [(5, 25), (6, 35)], 3: [(7, 15), (8, 16)]})
+    split = time_split(seqs, valid_time=20, test_time=35)
+    assert split.train.user(1).tolist() == [1] and split.train.user(2).tolist() == [] and split.train.user(3).tolist() == [7, 8]
+    # valid period [20, 35): user 1 -> item 2 (first), user 2 -> item 5 has no history: skipped
+    assert split.valid.users.tolist() == [1] and split.valid.targets.tolist() == [2]
+    assert split.test.users.tolist() == [1, 2] and split.test.targets.tolist() == [4, 6]
+    assert (split.test.history_end - split.test.history_start).tolist() == [3, 1]
+    every = time_split(seqs, valid_time=20, test_time=35, targets="all")
+    assert every.valid.targets.tolist() == [2, 3]
+    with pytest.raises(ConfigError, match="must not be after"):
+        time_split(seqs, 40, 30)
+
+
+def test_time_split_fractions_cut_on_event_quantiles():
+    seqs = sequences_of({1: [(i, i) for i in range(1, 11)], 2: [(i, i) for i in range(11, 21)]})
+    split = make_split(seqs, "time", valid_fraction=0.2, test_fraction=0.2)
+    # 20 events at t = 1..20: validation starts at the 13th event (t=13), test at the 17th (t=17)
+    assert len(split.train.items) == 12
+    assert split.valid.users.tolist() == [2] and split.valid.targets.tolist() == [13]
+    assert split.test.users.tolist() == [2] and split.test.targets.tolist() == [17]
+
+
+def test_user_split_holds_out_whole_users():
+    seqs = sequences_of({u: [(u * 10 + k, k) for k in range(3)] for u in range(1, 21)} | {21: [(1, 1)]})
+    split = user_split(seqs, valid_fraction=0.2, test_fraction=0.2, seed=3)
+    held = set(split.valid.users.tolist()) | set(split.test.users.tolist())
+    assert len(split.test) == 4 and len(split.valid) == 4 and not set(split.valid.users) & set(split.test.users)
+    assert 21 not in held  # a single event cannot be held out
+    for u in held:
+        assert len(split.train.user(u)) == 0
+        assert split.test.targets.tolist() == [seqs.user(v)[-1] for v in split.test.users]
+    assert sum(len(split.train.user(u)) for u in range(1, 22)) == 3 * 12 + 1
+    again = user_split(seqs, 0.2, 0.2, seed=3)
+    assert np.array_equal(again.test.users, split.test.users)
+
+
+def test_unknown_protocol_lists_the_valid_ones():
+    seqs = sequences_of({1: [(1, 1), (2, 2), (3, 3)]})
+    with pytest.raises(ConfigError, match="leave-one-out, time, user"):
+        make_split(seqs, "random")
