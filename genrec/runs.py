@@ -7,13 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from genrec.config import RunConfig, dump_yaml, from_dict
+from genrec.config import RunConfig, from_dict, to_dict
 from genrec.errors import ConfigError
-from genrec.io import is_nonempty_dir, write_json_atomic, write_text_atomic
+from genrec.io import is_nonempty_dir, write_json_atomic
 
-import yaml
-
-CONFIG_FILE = "config.yaml"
+CONFIG_FILE = "config.json"  # JSON is YAML too: `genrec train RUN_DIR/config.json` reruns it
 METRICS_FILE = "metrics.json"
 METRICS_LOG = "metrics.jsonl"
 
@@ -32,7 +30,7 @@ class RunDir:
         run.path.mkdir(parents=True, exist_ok=True)
         for stale in (METRICS_FILE, METRICS_LOG):
             (run.path / stale).unlink(missing_ok=True)
-        write_text_atomic(run.path / CONFIG_FILE, dump_yaml(config))
+        write_json_atomic(run.path / CONFIG_FILE, to_dict(config))
         return run
 
     @classmethod
@@ -43,7 +41,7 @@ class RunDir:
         return run
 
     def config(self) -> RunConfig:
-        return from_dict(RunConfig, yaml.safe_load((self.path / CONFIG_FILE).read_text()) or {})
+        return from_dict(RunConfig, json.loads((self.path / CONFIG_FILE).read_text()))
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one record (e.g. the metrics of one evaluation) to metrics.jsonl."""

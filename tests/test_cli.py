@@ -36,7 +36,7 @@ def test_quickstart_writes_a_run_directory(data_dir, tmp_path, capsys):
     code, stdout, _ = run_cli(capsys, "quickstart", "--raw", data_dir / "ml-100k", "--out", run_dir)
     assert code == 0
     assert "popularity (test)" in stdout and "hr@10" in stdout and str(run_dir) in stdout
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
     assert config["data"]["source"] == "ml-100k" and config["model"]["name"] == "popularity"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["num_users"] == 943 and metrics["protocol"] == "leave-one-out"
@@ -55,8 +55,11 @@ def test_train_config_with_overrides_and_errors(data_dir, tmp_path, capsys):
     assert code == 0
     result = json.loads(stdout)
     assert result["test"]["num_users"] > 0 and result["valid"]["num_users"] > 0
-    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["split"] == {**saved["split"], "protocol": "time", "test_fraction": 0.2}
+    # the saved config reruns to the same numbers
+    code, stdout, _ = run_cli(capsys, "train", tmp_path / "r" / "config.json", "--out", tmp_path / "r3", "--json")
+    assert json.loads(stdout)["test"] == result["test"]
     code, _, err = run_cli(capsys, "train", config, "--set", "model.nme=x", "--out", tmp_path / "r2")
     assert code == 2 and "unknown config key 'model.nme'; valid keys of model: name" in err
     code, _, err = run_cli(capsys, "data", "prepare", "movielens", "--out", tmp_path / "x")

@@ -35,3 +35,13 @@ def test_overrides_parse_yaml_values_and_round_trip():
         load_config(None, ["eval.ks=[1, ten]"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("nowhere.yaml")
+
+
+def test_optional_dependency_error_names_the_extra(monkeypatch):
+    from genrec import optional
+    from genrec.errors import GenrecError
+
+    monkeypatch.setitem(optional.EXTRAS, "genrec_absent_module", "hllm")
+    with pytest.raises(GenrecError, match=r'pip install "genrec\[hllm\]"'):
+        optional.require("genrec_absent_module")
+    assert optional.require("json").dumps([1]) == "[1]"
