@@ -20,6 +20,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
                                               "items_id_col")}  # fmt: skip
     if args.text_cols is not None:
         options["text_cols"] = [c for c in args.text_cols.split(",") if c]
+    options.update(name=args.name, category=args.category, five_core=False if args.all_reviews else None)
     filters = Filters(min_rating=args.min_rating, dedup=args.dedup, user_core=args.user_core, item_core=args.item_core)
     dataset = prepare_dataset(args.source, args.out, raw=args.raw, filters=filters, overwrite=args.overwrite,
                               download=not args.no_download, **options)  # fmt: skip
@@ -125,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--dedup", action="store_true", help="keep only the first event of each (user, item) pair")
     filters.add_argument("--user-core", type=int, default=0, help="k-core: users need at least this many events")
     filters.add_argument("--item-core", type=int, default=0, help="k-core: items need at least this many events")
-    generic = prep.add_argument_group("csv / parquet sources: column mapping")
+    prepared = prep.add_argument_group("sources whose folder can hold several datasets")
+    prepared.add_argument("--name", help="dataset name (letter, recbole, minionerec, hllm-csv), e.g. Office_Products")
+    prepared.add_argument("--category", help="Amazon category (amazon2014, amazon2018), e.g. Beauty")
+    prepared.add_argument("--all-reviews", action="store_true", help="amazon2018: read <Category>.json.gz, not the 5-core")
+    generic = prep.add_argument_group("csv / parquet / hllm-csv sources: column mapping")
     generic.add_argument("--user-col", help="user id column (default user_id)")
     generic.add_argument("--item-col", help="item id column (default item_id)")
     generic.add_argument("--time-col", help="timestamp column: unix seconds or ISO-8601 (default timestamp)")
@@ -146,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="a prepared dataset folder")
     ev.add_argument("--model", help="model name (default popularity)")
     ev.add_argument("--split", default="test", choices=["test", "valid"])
-    ev.add_argument("--protocol", choices=["leave-one-out", "time", "user"], help="default leave-one-out")
+    ev.add_argument("--protocol", choices=["auto", "leave-one-out", "time", "user", "predefined"],
+                    help="default auto: the dataset's own split if it has one, else leave-one-out")
     ev.add_argument("--ks", help="comma-separated cutoffs (default 1,5,10,50,200)")
     ev.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     ev.set_defaults(func=_eval)

@@ -44,7 +44,8 @@ class DataConfig:
 class SplitConfig:
     """The evaluation protocol (see `genrec.data.splits`)."""
 
-    protocol: Literal["leave-one-out", "time", "user"] = "leave-one-out"
+    # auto = the dataset's own split when it comes with one (MiniOneRec, UniSRec), else leave-one-out
+    protocol: Literal["auto", "leave-one-out", "time", "user", "predefined"] = "auto"
     valid_fraction: float = 0.1  # time split (when no cut times are given) and user split
     test_fraction: float = 0.1
     valid_time: int | None = None  # time split cut points, unix seconds

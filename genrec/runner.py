@@ -58,7 +58,8 @@ def dataset_for(data: DataConfig, download: bool = True) -> Dataset:
 def split_for(dataset: Dataset, config: RunConfig) -> Split:
     s = config.split
     return make_split(dataset.sequences, s.protocol, valid_fraction=s.valid_fraction, test_fraction=s.test_fraction,
-                      valid_time=s.valid_time, test_time=s.test_time, time_targets=s.time_targets, seed=s.seed)  # fmt: skip
+                      valid_time=s.valid_time, test_time=s.test_time, time_targets=s.time_targets, seed=s.seed,
+                      predefined=dataset.split_cases)  # fmt: skip
 
 
 def evaluate_split(scorer: Scorer, dataset: Dataset, split: Split, which: str, config: RunConfig,

@@ -83,7 +83,7 @@ def test_unknown_source_model_and_config_key(tmp_path):
         load_config(None, ["eval.k=[10]"])
     with pytest.raises(ConfigError, match="data.user_core: expected an integer, got 'five'"):
         load_config(None, ["data.user_core=five"])
-    with pytest.raises(ConfigError, match="split.protocol: expected one of 'leave-one-out'"):
+    with pytest.raises(ConfigError, match="split.protocol: expected one of 'auto' | 'leave-one-out'"):
         load_config(None, ["split.protocol=loo"])
 
 

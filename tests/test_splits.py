@@ -88,5 +88,5 @@ def test_user_split_holds_out_whole_users():
 
 def test_unknown_protocol_lists_the_valid_ones():
     seqs = sequences_of({1: [(1, 1), (2, 2), (3, 3)]})
-    with pytest.raises(ConfigError, match="leave-one-out, time, user"):
+    with pytest.raises(ConfigError, match="auto, leave-one-out, predefined, time, user"):
         make_split(seqs, "random")

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from genrec.errors import DataError
 
 MANIFEST = "manifest.json"
+SPLIT_CASES = "split_cases.parquet"
 FORMAT_VERSION = 1
 
 
@@ -138,6 +139,17 @@ class Dataset:
         users = table["user"].to_numpy()
         return Sequences.from_users(users, table["item"].to_numpy(), table["timestamp"].to_numpy(), self.num_users)
 
+    @property
+    def has_timestamps(self) -> bool:
+        """False when the release has no times (the timestamps are then positions in the sequence)."""
+        return bool(self.manifest.get("has_timestamps", True))
+
+    @cached_property
+    def split_cases(self) -> pa.Table | None:
+        """The split that came with the dataset (columns split, user, position, history_length), if any."""
+        path = self.path / SPLIT_CASES
+        return pq.read_table(path) if path.is_file() else None
+
     def item_raw_ids(self) -> list:
         """Raw ids by item index: element i is the raw id of item i (element 0, padding, is None)."""
         return [None, *self.items["raw_id"].to_pylist()]
@@ -148,6 +160,6 @@ class Dataset:
     def summary(self) -> dict[str, Any]:
         """The manifest's counts and provenance, for `genrec data info`."""
         m = self.manifest
-        keys = ("source", "num_users", "num_items", "num_interactions", "has_rating", "filters", "filter_report",
-                "catalogue", "text_fields", "raw_path")  # fmt: skip
+        keys = ("source", "num_users", "num_items", "num_interactions", "has_rating", "has_timestamps", "filters",
+                "filter_report", "catalogue", "predefined_split", "text_fields", "preprocessing", "raw_path")  # fmt: skip
         return {"path": str(self.path), **{k: m.get(k) for k in keys}}

@@ -5,6 +5,7 @@ The canonical dataset (a folder):
                           sorted by user, then timestamp, ties kept in raw-file order
     items.parquet         item int32 (1..N, row i is item i+1), raw_id, text / feature columns
     users.parquet         user int32 (1..M), raw_id [, feature columns]
+    split_cases.parquet   only for datasets that come with their own split (see `RawTables`)
     manifest.json         source, counts, raw-file checksums, filters, catalogue report
 Index 0 is padding for items and users. Raw ids are numbered in sorted order, so for MovieLens
 100K the indices equal the raw ids.
@@ -24,10 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from genrec import __version__
-from genrec.data.dataset import FORMAT_VERSION, MANIFEST, Dataset
+from genrec.data.dataset import FORMAT_VERSION, MANIFEST, SPLIT_CASES, Dataset
 from genrec.data.filters import Filters
 from genrec.data.sources import RawTables, Source, get_source
-from genrec.errors import DataError
+from genrec.errors import ConfigError, DataError
 from genrec.io import atomic_output_dir, sha256_file, write_json_atomic
 
 log = logging.getLogger("genrec.data")
@@ -43,6 +44,7 @@ class Canonical:
     items: pa.Table
     users: pa.Table
     stats: dict[str, Any]
+    split_cases: pa.Table | None = None  # a predefined split: split, user, position, history_length
 
 
 def prepare_dataset(
@@ -87,7 +89,7 @@ def prepare_dataset(
                 "item": "items.parquet column raw_id: row i is item index i+1 (index 0 = padding)",
                 "user": "users.parquet column raw_id: row i is user index i+1",
             },
-            "info": tables.info,
+            "preprocessing": tables.info,
         }
         write_json_atomic(tmp / MANIFEST, manifest)
         log.info("wrote %s: %d users, %d items, %d interactions (%.1fs)", out, manifest["num_users"],
@@ -152,13 +154,31 @@ def _attach(ids: pa.Array, meta: pa.Table | None, key: str, where: str) -> tuple
     return meta.drop_columns([key]).take(rows), report
 
 
+def _encode_against(column: pa.ChunkedArray, catalogue: pa.ChunkedArray, where: str) -> tuple[np.ndarray, pa.Array]:
+    """Codes of raw ids in a given catalogue (sorted); an id outside it is an error."""
+    uniques = pc.unique(catalogue)
+    uniques = uniques.take(pc.sort_indices(uniques))
+    codes = pc.index_in(column, value_set=uniques)
+    if codes.null_count:
+        first = column.filter(pc.is_null(codes))[0].as_py()
+        raise DataError(f"{codes.null_count} events refer to items missing from {where} (first: {first!r})")
+    return codes.to_numpy().astype(np.int64, copy=False), uniques
+
+
 def build_canonical(tables: RawTables, filters: Filters) -> Canonical:
     """Filter, re-index and sort the raw tables (see the module docstring for the result)."""
     events = tables.interactions
     user_codes, user_ids = _encode(events["user"])
-    item_codes, item_ids = _encode(events["item"])
+    if tables.catalogue == "metadata":
+        if tables.items is None:
+            raise DataError("the source declares its item table as the catalogue but gave no item table")
+        item_codes, item_ids = _encode_against(events["item"], tables.items["item"], "the item table")
+    else:
+        item_codes, item_ids = _encode(events["item"])
     timestamps = events["timestamp"].to_numpy().astype(np.int64, copy=False)
     ratings = events["rating"].to_numpy() if "rating" in events.column_names else None
+    if tables.split_cases is not None and filters != Filters():
+        raise ConfigError(f"this dataset comes with its own split; filters cannot be applied ({filters.to_dict()})")
 
     order = _stable_user_time_order(user_codes, timestamps)
     keep, report = filters.apply(user_codes[order], item_codes[order], None if ratings is None else ratings[order])
@@ -167,7 +187,10 @@ def build_canonical(tables: RawTables, filters: Filters) -> Canonical:
         raise DataError(f"no interactions left after filtering ({filters.to_dict()}; counts: {report})")
 
     users, used_users = _compact(user_codes[rows], len(user_ids))
-    items, used_items = _compact(item_codes[rows], len(item_ids))
+    if tables.catalogue == "metadata":
+        items, used_items = (item_codes[rows] + 1).astype(np.int32), np.arange(len(item_ids))
+    else:
+        items, used_items = _compact(item_codes[rows], len(item_ids))
     columns = {"user": users, "item": items, "timestamp": timestamps[rows]}
     if ratings is not None:
         columns["rating"] = ratings[rows].astype(np.float32)
@@ -183,23 +206,51 @@ def build_canonical(tables: RawTables, filters: Filters) -> Canonical:
     for name in user_meta.column_names:
         users_table = users_table.append_column(name, user_meta[name])
 
+    split_cases = None
+    if tables.split_cases is not None:
+        split_cases = _index_split_cases(tables.split_cases, user_raw, np.bincount(users, minlength=len(user_raw) + 1))
+    rule = ("every item of the dataset's own item table" if tables.catalogue == "metadata"
+            else "the items that occur in the interactions after filtering")  # fmt: skip
     stats = {
         "num_users": len(user_raw),
         "num_items": len(item_raw),
         "num_interactions": len(rows),
         "has_rating": ratings is not None,
+        "has_timestamps": tables.has_timestamps,
         "filter_report": report,
         "catalogue": {
-            "rule": "the items that occur in the interactions after filtering",
+            "rule": rule,
             "items_in_metadata": item_report.get("metadata_rows"),
             "dropped_metadata_only_items": item_report.get("metadata_only"),
             "items_without_metadata": item_report.get("without_metadata"),
         },
     }
-    return Canonical(interactions, items_table, users_table, stats)
+    if split_cases is not None:
+        names, counts = np.unique(split_cases["split"].to_numpy(zero_copy_only=False), return_counts=True)
+        stats["predefined_split"] = {str(n): int(c) for n, c in zip(names, counts)}
+    return Canonical(interactions, items_table, users_table, stats, split_cases)
+
+
+def _index_split_cases(cases: pa.Table, user_raw: pa.Array, lengths: np.ndarray) -> pa.Table:
+    """Map a predefined split's raw user ids to indices and check every position is in range."""
+    users = pc.index_in(cases["user"], value_set=user_raw)
+    if users.null_count:
+        first = cases["user"].filter(pc.is_null(users))[0].as_py()
+        raise DataError(f"the predefined split names user {first!r}, who has no interactions")
+    users = users.to_numpy().astype(np.int64) + 1
+    positions = cases["position"].to_numpy().astype(np.int64)
+    history = cases["history_length"].to_numpy().astype(np.int64)
+    bad = (positions >= lengths[users]) | (history > positions) | (history < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"predefined split case {i} (user {cases['user'][i].as_py()!r}) points outside the user's sequence")
+    return pa.table({"split": cases["split"], "user": users.astype(np.int32), "position": positions,
+                     "history_length": history.astype(np.int32)})  # fmt: skip
 
 
 def write_canonical(canonical: Canonical, folder: Path) -> None:
     pq.write_table(canonical.interactions, folder / "interactions.parquet", compression="zstd")
     pq.write_table(canonical.items, folder / "items.parquet", compression="zstd")
     pq.write_table(canonical.users, folder / "users.parquet", compression="zstd")
+    if canonical.split_cases is not None:
+        pq.write_table(canonical.split_cases, folder / SPLIT_CASES, compression="zstd")

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 
 from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, DataError, unknown_name
 
-PROTOCOLS = ("leave-one-out", "time", "user")
+PROTOCOLS = ("auto", "leave-one-out", "time", "user", "predefined")
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,32 @@ def user_split(sequences: Sequences, valid_fraction: float, test_fraction: float
     )
 
 
+def predefined_split(sequences: Sequences, cases: pa.Table) -> Split:
+    """The split that came with the dataset (e.g. MiniOneRec's time split of sliding windows).
+
+    cases: columns split, user, position (index of the target in the user's sequence) and
+    history_length (how many earlier events the case shows, e.g. MiniOneRec's window of 10).
+    Training uses each user's events before their first validation or test target.
+    """
+    names = cases["split"].to_numpy(zero_copy_only=False)
+    users = cases["user"].to_numpy().astype(np.int64)
+    targets = sequences.offsets[users] + cases["position"].to_numpy().astype(np.int64)
+    starts = targets - cases["history_length"].to_numpy().astype(np.int64)
+    held_out = names != "train"
+    train_ends = sequences.offsets[1:].copy()
+    np.minimum.at(train_ends, users[held_out], targets[held_out])
+
+    def pick(name: str) -> EvalCases:
+        rows = np.flatnonzero(names == name)
+        return EvalCases(users[rows], sequences.items[targets[rows]], starts[rows], targets[rows],
+                         sequences.timestamps[targets[rows]])  # fmt: skip
+
+    return Split("predefined", sequences, sequences.prefixes(train_ends), pick("valid"), pick("test"))
+
+
 def make_split(
     sequences: Sequences,
-    protocol: str = "leave-one-out",
+    protocol: str = "auto",
     *,
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -185,9 +209,20 @@ def make_split(
     test_time: int | None = None,
     time_targets: Literal["first", "all"] = "first",
     seed: int = 0,
+    predefined: pa.Table | None = None,
 ) -> Split:
-    """Apply the protocol named `protocol` (one of `PROTOCOLS`)."""
-    if protocol == "leave-one-out":
+    """Apply the protocol named `protocol` (one of `PROTOCOLS`).
+
+    "auto" is the split that came with the dataset (`predefined`, the dataset's split cases) when
+    there is one, else leave-one-out.
+    """
+    if protocol == "auto":
+        protocol = "predefined" if predefined is not None else "leave-one-out"
+    if protocol == "predefined":
+        if predefined is None:
+            raise ConfigError("protocol 'predefined' needs a dataset that comes with its own split (this one has none)")
+        split = predefined_split(sequences, predefined)
+    elif protocol == "leave-one-out":
         split = leave_one_out(sequences)
     elif protocol == "time":
         if valid_time is None or test_time is None:

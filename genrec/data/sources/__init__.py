@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from genrec.data.sources.amazon import Amazon2014, Amazon2018
 from genrec.data.sources.base import RawTables, Source
+from genrec.data.sources.hllm import HLLMSource
+from genrec.data.sources.letter import LetterSource
+from genrec.data.sources.minionerec import MiniOneRecSource
 from genrec.data.sources.movielens import (
     MovieLens1M,
     MovieLens100K,
@@ -12,30 +17,40 @@ from genrec.data.sources.movielens import (
     MovieLensLatest,
     MovieLensLatestSmall,
 )
+from genrec.data.sources.recbole import RecBoleSource
 from genrec.data.sources.tabular import ParquetSource, TabularOptions, TabularSource
 from genrec.errors import ConfigError, unknown_name
 
 SOURCES: dict[str, type[Source]] = {
     cls.name: cls
-    for cls in (MovieLens100K, MovieLens1M, MovieLensCSV, MovieLensLatestSmall, MovieLensLatest, TabularSource, ParquetSource)
+    for cls in (MovieLens100K, MovieLens1M, MovieLensCSV, MovieLensLatestSmall, MovieLensLatest, TabularSource,
+                ParquetSource, Amazon2014, Amazon2018, HLLMSource, MiniOneRecSource, LetterSource, RecBoleSource)
 }
 
 
-def get_source(name: str, **options: Any) -> Source:
-    """The source called `name`, configured with `options` (only the generic sources take any)."""
-    if name not in SOURCES:
-        raise unknown_name("source", name, list(SOURCES))
-    cls = SOURCES[name]
-    options = {k: v for k, v in options.items() if v is not None}
+def source_options(cls: type[Source]) -> list[str]:
+    """The option names a source accepts (its constructor's keyword arguments)."""
+    if cls.__init__ is object.__init__:
+        return []
+    names = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+             if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     if issubclass(cls, TabularSource):
-        valid = list(TabularOptions.__dataclass_fields__)
-        unknown = [k for k in options if k not in valid]
-        if unknown:
-            raise ConfigError(f"unknown option {unknown[0]!r} for source {name!r}; valid options: {', '.join(valid)}")
-        return cls(**options)
-    if options:
-        raise ConfigError(f"source {name!r} takes no options (got {', '.join(sorted(options))})")
-    return cls()
+        names += list(TabularOptions.__dataclass_fields__)
+    return names
 
 
-__all__ = ["SOURCES", "RawTables", "Source", "get_source"]
+def get_source(source_name: str, /, **options: Any) -> Source:
+    """The source called `source_name`, configured with `options` (None values are ignored)."""
+    if source_name not in SOURCES:
+        raise unknown_name("source", source_name, list(SOURCES))
+    cls = SOURCES[source_name]
+    options = {k: v for k, v in options.items() if v is not None}
+    valid = source_options(cls)
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        allowed = f"valid options: {', '.join(valid)}" if valid else "it takes no options"
+        raise ConfigError(f"unknown option {unknown[0]!r} for source {source_name!r}; {allowed}")
+    return cls(**options)
+
+
+__all__ = ["SOURCES", "RawTables", "Source", "get_source", "source_options"]

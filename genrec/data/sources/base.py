@@ -30,6 +30,13 @@ class RawTables:
     files: the raw files read, for the manifest's checksums.
     text_fields: the item columns that hold text (in the order a prompt should show them).
     info: source-specific facts for the manifest (e.g. which published preprocessing it follows).
+    has_timestamps: False when the release has none; `timestamp` then holds each event's position
+        in its user's sequence (0, 1, 2, ...), which keeps the given order.
+    catalogue: "interactions" (the items that occur in the events after filtering) or "metadata"
+        (every item of `items`, for prepared datasets that come with their own catalogue).
+    split_cases: a split that comes with the dataset: columns `split` ("train" / "valid" /
+        "test"), `user` (raw id), `position` (int64, index of the target event in the user's
+        sequence) and `history_length` (int64, how many events before it the case shows).
     """
 
     interactions: pa.Table
@@ -38,6 +45,9 @@ class RawTables:
     files: list[Path] = field(default_factory=list)
     text_fields: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    has_timestamps: bool = True
+    catalogue: str = "interactions"
+    split_cases: pa.Table | None = None
 
 
 class Source(ABC):
