@@ -116,3 +116,38 @@ def test_interrupted_prepare_leaves_no_partial_dataset(data_dir, tmp_path, monke
         prepare_dataset("ml-100k", tmp_path / "out", raw=data_dir / "ml-100k", overwrite=True)
     assert Dataset.load(tmp_path / "out").num_interactions == 100000
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_prepared_formats_bad_input(data_dir, tmp_path):
+    # a typed header with the wrong type
+    sci = tmp_path / "sci"
+    shutil.copytree(data_dir / "amazon-scientific", sci)
+    lines = (sci / "Scientific.valid.inter").read_text().splitlines()
+    write_lines(sci / "Scientific.valid.inter", ["user_id:token\titem_id_list:float\titem_id:token", *lines[1:]])
+    with pytest.raises(DataError, match=r"Scientific\.valid\.inter, line 1: column 'item_id_list' has type float, expected token_seq"):
+        prepare_dataset("recbole", tmp_path / "out", raw=sci)
+    write_lines(sci / "Scientific.valid.inter", [lines[0], *lines[1:5], "3\t1 2 3", *lines[6:]])
+    with pytest.raises(DataError, match=r"Scientific\.valid\.inter, line 6: expected 3 tab-separated fields, got 2"):
+        prepare_dataset("recbole", tmp_path / "out", raw=sci)
+    # MiniOneRec: a history that is not a list, an item missing from item.json, an inconsistent window
+    mini = tmp_path / "mini"
+    mini.mkdir()
+    for suffix in ("item.json", "index.json", "valid.csv"):
+        shutil.copy(data_dir / "minionerec" / f"Office_Products.{suffix}", mini / f"Office_Products.{suffix}")
+    header, first, *rest = (mini / "Office_Products.valid.csv").read_text().splitlines()
+    assert first.startswith("A994,")
+    write_lines(mini / "Office_Products.valid.csv", [header, first.replace('"[2122, 243, 811, 812]"', "2122"), *rest])
+    with pytest.raises(DataError, match=r"Office_Products\.valid\.csv, line 2: history_item_id is not a list of item ids: '2122'"):
+        prepare_dataset("minionerec", tmp_path / "out", raw=mini)
+    write_lines(mini / "Office_Products.valid.csv", [header, first.replace(",2280,", ",99999,"), *rest])
+    with pytest.raises(DataError, match=r"Office_Products\.valid\.csv, line 2: item_id 99999 is not in Office_Products\.item\.json"):
+        prepare_dataset("minionerec", tmp_path / "out", raw=mini)
+    second = first.replace('"[2122, 243, 811, 812]"', '"[1, 2]"')
+    write_lines(mini / "Office_Products.valid.csv", [header, first, second, *rest])
+    with pytest.raises(DataError, match=r"line 3: the history of user 'A994' does not continue their earlier rows"):
+        prepare_dataset("minionerec", tmp_path / "out", raw=mini)
+    with pytest.raises(ConfigError, match="comes with its own split; filters cannot be applied"):
+        from genrec.data import Filters
+
+        prepare_dataset("recbole", tmp_path / "out", raw=data_dir / "amazon-scientific", filters=Filters(user_core=5))
+    assert not (tmp_path / "out").exists()

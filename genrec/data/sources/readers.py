@@ -52,7 +52,7 @@ def read_table(
     read = pacsv.ReadOptions(column_names=column_names, encoding=encoding, block_size=1 << 24)
     parse = pacsv.ParseOptions(delimiter=single, quote_char='"' if quoted else False)
     types = {name: t for name, t in columns.items() if t is not None}
-    convert = pacsv.ConvertOptions(column_types=types, include_columns=list(columns))
+    convert = pacsv.ConvertOptions(column_types=types, include_columns=list(columns), strings_can_be_null=True)
     try:
         return pacsv.read_csv(source, read_options=read, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:
