@@ -44,22 +44,23 @@ def _data_info(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from genrec.config import load_config
+    from genrec.config import RunConfig, apply_overrides, from_dict, to_dict
     from genrec.runner import MODELS, dataset_for, evaluate_split, format_table, split_for
     from genrec.runs import RunDir
 
     if args.run_dir is not None:
-        config = RunDir.open(args.run_dir).config()
         if args.data is not None or args.model is not None:
             raise GenrecError("give either a RUN_DIR or --data/--model, not both")
+        base = to_dict(RunDir.open(args.run_dir).config())
+        overrides = []
     else:
         if args.data is None:
             raise GenrecError("genrec eval needs a RUN_DIR or --data DIR (a prepared dataset)")
+        base = {}
         overrides = [f"data.path={args.data}", f"model.name={args.model or 'popularity'}"]
-        overrides += [f"split.protocol={args.protocol}"] if args.protocol else []
-        config = load_config(None, overrides)
-    if args.ks:
-        config.eval.ks = [int(k) for k in args.ks.split(",")]
+    overrides += [f"split.protocol={args.protocol}"] if args.protocol else []
+    overrides += [f"eval.ks=[{args.ks}]"] if args.ks else []
+    config = from_dict(RunConfig, apply_overrides(base, overrides + args.set))
     dataset = dataset_for(config.data)
     split = split_for(dataset, config)
     scorer = MODELS[config.model.name](dataset, split, config)
@@ -154,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--protocol", choices=["auto", "leave-one-out", "time", "user", "predefined"],
                     help="default auto: the dataset's own split if it has one, else leave-one-out")
     ev.add_argument("--ks", help="comma-separated cutoffs (default 1,5,10,50,200)")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. eval.mask_history=false")
     ev.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     ev.set_defaults(func=_eval)
 
