@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from genrec import __version__
 from genrec.errors import GenrecError

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from conftest import write_lines
 from genrec.data import leave_one_out, prepare_dataset
 from genrec.errors import DataError
+
+from conftest import write_lines
 
 
 def write_gz(path, lines):

@@ -4,12 +4,13 @@ import shutil
 
 import pytest
 
-from conftest import write_lines
 from genrec.config import load_config
-from genrec.data import prepare_dataset
 from genrec.data import prepare as prepare_module
+from genrec.data import prepare_dataset
 from genrec.data.dataset import Dataset
 from genrec.errors import ConfigError, DataError
+
+from conftest import write_lines
 
 
 def ml100k_copy(data_dir, tmp_path):

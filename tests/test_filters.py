@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from conftest import write_lines
 from genrec.data import Filters, prepare_dataset
 from genrec.errors import ConfigError, DataError
+
+from conftest import write_lines
 
 
 def brute_k_core(events, user_core, item_core):

@@ -7,9 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import write_lines
 from genrec.data import Dataset, prepare_dataset
 from genrec.data.sources.movielens import split_title_year
+
+from conftest import write_lines
 
 
 def raw_events(path, sep):

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from conftest import write_lines
 from genrec.data import Sequences, leave_one_out, make_split, prepare_dataset, time_split, user_split
 from genrec.errors import ConfigError
+
+from conftest import write_lines
 
 
 def sequences_of(per_user: dict[int, list[tuple[int, int]]]) -> Sequences:

@@ -4,9 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_lines
 from genrec.data import prepare_dataset
 from genrec.errors import DataError
+
+from conftest import write_lines
 
 
 def test_csv_with_string_ids_iso_times_and_item_table(tmp_path):

@@ -76,6 +76,30 @@ class Source(ABC):
         return {}
 
 
+class FolderSource(Source):
+    """A source whose `--raw` folder may hold several datasets `<Name>.*`, chosen with `name`."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.dataset_name = name
+
+    def options(self) -> dict[str, Any]:
+        return {"name": self.dataset_name}
+
+    def dataset_stem(self, raw: Path, suffixes: tuple[str, ...]) -> str:
+        """`name`, or the only `<stem>` with a file `<stem><suffix>` in `raw` (first suffix that has any)."""
+        if not raw.is_dir():
+            raise DataError(f"--raw {raw}: expected a folder holding <Name>{suffixes[0]}")
+        if self.dataset_name is not None:
+            return self.dataset_name
+        for suffix in suffixes:
+            stems = sorted(p.name[: -len(suffix)] for p in raw.glob(f"*{suffix}"))
+            if len(stems) == 1:
+                return stems[0]
+            if stems:
+                raise DataError(f"{raw}: holds several datasets ({', '.join(stems)}); choose one with --name")
+        raise DataError(f"{raw}: no <Name>{suffixes[0]} file found")
+
+
 def to_epoch_seconds(column: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
     """Timestamps as int64 seconds, from integers, floats, timestamps, dates or ISO-8601 strings."""
     t = column.type

@@ -14,20 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from genrec.data.sources.base import RawTables, Source
+from genrec.data.sources.base import FolderSource, RawTables
 from genrec.data.sources.readers import require_file
 from genrec.errors import DataError
-
-
-def find_named_file(raw: Path, suffix: str, name: str | None, what: str) -> Path:
-    """`raw/<name><suffix>`, or the only `*<suffix>` file of `raw` when no name is given."""
-    if name is not None:
-        return require_file(raw / f"{name}{suffix}", what)
-    found = sorted(raw.glob(f"*{suffix}"))
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found) or "none"
-        raise DataError(f"{raw}: expected exactly one *{suffix} file, found {names}; choose one with --name")
-    return found[0]
 
 
 def load_json(path: Path) -> Any:
@@ -57,20 +46,12 @@ def sid_table(path: Path) -> pa.Table:
     return pa.table({"item": pa.array(items, pa.int64()), "sid": pa.array(sids, pa.list_(pa.string()))})
 
 
-class LetterSource(Source):
+class LetterSource(FolderSource):
     name = "letter"
 
-    def __init__(self, name: str | None = None) -> None:
-        self.dataset_name = name
-
-    def options(self) -> dict[str, Any]:
-        return {"name": self.dataset_name}
-
     def read(self, raw: Path) -> RawTables:
-        if not raw.is_dir():
-            raise DataError(f"--raw {raw}: expected the folder holding <Name>.inter.json")
-        inter_path = find_named_file(raw, ".inter.json", self.dataset_name, "interaction sequences")
-        stem = inter_path.name[: -len(".inter.json")]
+        stem = self.dataset_stem(raw, (".inter.json",))
+        inter_path = require_file(raw / f"{stem}.inter.json", "interaction sequences")
         sequences = load_json(inter_path)
         if not isinstance(sequences, dict):
             raise DataError(f"{inter_path}: expected an object mapping user index to a list of item indices")

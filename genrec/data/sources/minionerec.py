@@ -14,12 +14,11 @@ import ast
 import csv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genrec.data.sources.base import RawTables, Source
+from genrec.data.sources.base import FolderSource, RawTables
 from genrec.data.sources.letter import int_key, load_json, sid_table
 from genrec.data.sources.windows import Window, chain_windows
 from genrec.errors import DataError
@@ -64,25 +63,11 @@ def _windows(path: Path, split: str, known: set[int]) -> Iterator[Window]:
             yield Window(row["user_id"], history, target, split, where)
 
 
-class MiniOneRecSource(Source):
+class MiniOneRecSource(FolderSource):
     name = "minionerec"
 
-    def __init__(self, name: str | None = None) -> None:
-        self.dataset_name = name
-
-    def options(self) -> dict[str, Any]:
-        return {"name": self.dataset_name}
-
     def read(self, raw: Path) -> RawTables:
-        if not raw.is_dir():
-            raise DataError(f"--raw {raw}: expected the folder holding <Name>.item.json and the split CSVs")
-        stem = self.dataset_name
-        if stem is None:
-            names = sorted(p.name[: -len(".item.json")] for p in raw.glob("*.item.json"))
-            if len(names) != 1:
-                raise DataError(f"{raw}: holds {len(names)} MiniOneRec datasets ({', '.join(names) or 'none'}); "
-                                f"choose one with --name")  # fmt: skip
-            stem = names[0]
+        stem = self.dataset_stem(raw, (".item.json",))
         item_path = raw / f"{stem}.item.json"
         items, fields = _item_table(item_path)
         files = [item_path]

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
-from genrec.data.sources.base import RawTables, Source
-from genrec.data.sources.letter import find_named_file
+from genrec.data.sources.base import FolderSource, RawTables
 from genrec.data.sources.readers import iter_lines, split_lines
 from genrec.data.sources.windows import Window, chain_windows
 from genrec.errors import DataError
@@ -78,38 +76,30 @@ def _index_map(path: Path) -> dict[str, str]:
     return {index: raw for _, (raw, index) in split_lines(path, "\t", 2)}
 
 
-class RecBoleSource(Source):
+class _RawIds:
+    """Maps the indices used in the atomic files back to raw ids, when a `.<kind>2index` file exists."""
+
+    def __init__(self, base: Path, kind: str) -> None:
+        self.path = Path(f"{base}.{kind}2index")
+        self.kind = kind
+        self.names = _index_map(self.path) if self.path.is_file() else None
+
+    def __call__(self, token: str, where: str) -> str:
+        if self.names is None:
+            return token
+        if token not in self.names:
+            raise DataError(f"{where}: {self.kind} index {token!r} is not in {self.path.name}")
+        return self.names[token]
+
+
+class RecBoleSource(FolderSource):
     name = "recbole"
 
-    def __init__(self, name: str | None = None) -> None:
-        self.dataset_name = name
-
-    def options(self) -> dict[str, Any]:
-        return {"name": self.dataset_name}
-
     def read(self, raw: Path) -> RawTables:
-        if not raw.is_dir():
-            raise DataError(f"--raw {raw}: expected the folder holding the <Name>.*.inter files")
-        stem = self._stem(raw)
+        stem = self.dataset_stem(raw, (".test.inter", ".inter"))
         base = raw / stem
-        files: list[Path] = []
-        item_names = _index_map(Path(f"{base}.item2index")) if Path(f"{base}.item2index").is_file() else None
-        user_names = _index_map(Path(f"{base}.user2index")) if Path(f"{base}.user2index").is_file() else None
-        files += [p for p in (Path(f"{base}.item2index"), Path(f"{base}.user2index")) if p.is_file()]
-
-        def item_id(token: str, where: str) -> str:
-            if item_names is None:
-                return token
-            if token not in item_names:
-                raise DataError(f"{where}: item index {token!r} is not in {stem}.item2index")
-            return item_names[token]
-
-        def user_id(token: str, where: str) -> str:
-            if user_names is None:
-                return token
-            if token not in user_names:
-                raise DataError(f"{where}: user index {token!r} is not in {stem}.user2index")
-            return user_names[token]
+        item_id, user_id = _RawIds(base, "item"), _RawIds(base, "user")
+        files = [ids.path for ids in (item_id, user_id) if ids.names is not None]
 
         split_paths = [Path(f"{base}.{s}.inter") for s in ("train", "valid", "test")]
         split_cases = None
@@ -161,16 +151,3 @@ class RecBoleSource(Source):
             info={"follows": "RecBole / UniSRec atomic files as given (UniSRec: 5-core Amazon 2018, leave-one-out, "
                              "histories of at most 50 items); genrec applies no filter", "dataset": stem},  # fmt: skip
         )
-
-    def _stem(self, raw: Path) -> str:
-        if self.dataset_name is not None:
-            return self.dataset_name
-        for suffix in (".test.inter", ".inter"):
-            found = sorted(p.name[: -len(suffix)] for p in raw.glob(f"*{suffix}"))
-            if suffix == ".inter":
-                found = sorted({n.split(".")[0] for n in found})
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise DataError(f"{raw}: holds several datasets ({', '.join(found)}); choose one with --name")
-        raise DataError(f"{raw}: no RecBole atomic files (*.inter) found")
