@@ -109,13 +109,12 @@ def evaluate(
         scores = scores.float()
         if torch.isnan(scores).any():
             raise GenrecError("scorer returned NaN scores; a NaN cannot be ranked (check the model for divergence)")
-        excluded = torch.zeros(rows, num_items + 1, dtype=torch.bool, device=scores.device)
-        excluded[:, 0] = True
         if mask_history:
             lengths_full = h_end - h_start
-            flat = flat_ranges(h_start, lengths_full)
-            row_index = torch.from_numpy(np.repeat(np.arange(rows), lengths_full)).to(scores.device)
-            excluded[row_index, torch.from_numpy(sequences.items[flat]).to(scores.device)] = True
+            history_items = torch.from_numpy(sequences.items[flat_ranges(h_start, lengths_full)])
+            history_rows = torch.from_numpy(np.repeat(np.arange(rows), lengths_full))
+        else:
+            history_items = history_rows = torch.zeros(0, dtype=torch.long)
         targets = torch.from_numpy(cases.targets[begin:end]).to(scores.device)
-        metrics.update(pessimistic_ranks(scores, targets, excluded))
+        metrics.update(pessimistic_ranks(scores, targets, history_rows, history_items))
     return metrics.compute()

@@ -9,20 +9,31 @@ import torch
 DEFAULT_KS = (1, 5, 10, 50, 200)
 
 
-def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
-    """Rank of each target among the items not excluded, ties counted against the target.
+def pessimistic_ranks(
+    scores: torch.Tensor, targets: torch.Tensor, excluded_rows: torch.Tensor, excluded_items: torch.Tensor
+) -> torch.Tensor:
+    """Rank of each target among the competing items, ties counted against the target.
 
-    scores:   [B, N+1] float, one score per item (column 0 = padding)
-    targets:  [B] int64 item index of each row's target
-    excluded: [B, N+1] bool, items that do not compete (padding, the user's history); the target
-              itself is never excluded, whatever this says
+    scores:         [B, N+1] float, one score per item (column 0 = padding, never competes)
+    targets:        [B] int64 item index of each row's target
+    excluded_rows, excluded_items: [X] int64 pairs (row, item) that do not compete (the user's
+                    history); repeats are fine, and a pair naming the row's target is ignored
     Returns [B] int64: 1 + the number of other competing items whose score is >= the target's.
+
+    One dense pass counts every item scoring >= the target; the few excluded items are then
+    subtracted sparsely, instead of building and combining [B, N+1] masks.
     """
-    rows = torch.arange(scores.shape[0], device=scores.device)
-    target_scores = scores[rows, targets].unsqueeze(1)  # [B, 1]
-    competing = ~excluded
-    competing[rows, targets] = False  # "other" items only
-    return 1 + ((scores >= target_scores) & competing).sum(dim=1)
+    B, n_plus_1 = scores.shape
+    rows = torch.arange(B, device=scores.device)
+    target_scores = scores[rows, targets]  # [B]
+    at_least = (scores >= target_scores.unsqueeze(1)).sum(dim=1)  # [B], counts the target itself
+    ex_rows = torch.cat([rows, excluded_rows.to(scores.device)])  # padding column 0 of every row
+    ex_items = torch.cat([torch.zeros_like(rows), excluded_items.to(scores.device)])
+    keep = ex_items != targets[ex_rows]
+    pairs = torch.unique(ex_rows[keep] * n_plus_1 + ex_items[keep])  # [X'] distinct (row, item)
+    ex_rows, ex_items = pairs // n_plus_1, pairs % n_plus_1
+    beaten = scores[ex_rows, ex_items] >= target_scores[ex_rows]
+    return at_least - torch.bincount(ex_rows[beaten], minlength=B)
 
 
 class RankMetrics:
