@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from genrec import __version__
 from genrec.errors import GenrecError
@@ -44,7 +45,7 @@ def _data_info(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from genrec.config import RunConfig, apply_overrides, from_dict, to_dict
-    from genrec.runner import MODELS, dataset_for, evaluate_split, format_table, split_for
+    from genrec.runner import dataset_for, evaluate_split, format_table, scorer_for, split_for
     from genrec.runs import RunDir
 
     if args.run_dir is not None:
@@ -62,7 +63,7 @@ def _eval(args: argparse.Namespace) -> int:
     config = from_dict(RunConfig, apply_overrides(base, overrides + args.set))
     dataset = dataset_for(config.data)
     split = split_for(dataset, config)
-    scorer = MODELS[config.model.name](dataset, split, config)
+    scorer = scorer_for(dataset, split, config, None if args.run_dir is None else Path(args.run_dir))
     metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=not args.json)
     if args.json:
         print(json.dumps({"model": config.model.name, "split": args.split, "protocol": split.protocol, **metrics}))

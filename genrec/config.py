@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 
 from genrec.errors import ConfigError
+from genrec.models import MODEL_CONFIGS, ModelConfig, PopularityConfig
 
 T = TypeVar("T")
 
@@ -68,14 +69,46 @@ class EvalConfig:
 
 
 @dataclass
-class ModelConfig:
-    name: str = "popularity"
+class LossConfig:
+    """The training loss (see `genrec.train.losses`)."""
+
+    name: Literal["full", "sampled", "in-batch"] = "sampled"  # full softmax, uniform negatives, in-batch negatives
+    num_negatives: int = 128
+    temperature: float = 0.05  # sampled / in-batch; the full softmax uses 1.0 unless set
 
     def __post_init__(self) -> None:
-        from genrec.runner import MODELS
+        if self.num_negatives < 1 or self.temperature <= 0:
+            raise ConfigError(f"train.loss: num_negatives must be >= 1 and temperature > 0, got "
+                              f"{self.num_negatives} and {self.temperature}")  # fmt: skip
 
-        if self.name not in MODELS:
-            raise ConfigError(f"model.name: unknown model {self.name!r}; valid models: {', '.join(MODELS)}")
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, evaluation cadence and early stopping (see `genrec.train.trainer`)."""
+
+    epochs: int = 100
+    batch_size: int = 128  # global batch: split across processes under torchrun
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 after the warmup
+    warmup_steps: int = 0
+    grad_clip: float | None = None  # max global gradient norm
+    eval_every: int = 1  # epochs between validation passes
+    patience: int | None = 10  # stop after this many validations without improvement (None: never)
+    metric: str = "ndcg@10"  # validation metric for early stopping and the best checkpoint
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"  # auto = cuda when available
+    loss: LossConfig = field(default_factory=LossConfig)
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ConfigError("train.epochs, train.batch_size and train.eval_every must be >= 1")
+        if self.lr <= 0 or len(self.betas) != 2:
+            raise ConfigError(f"train.lr must be > 0 and train.betas two numbers, got {self.lr}, {self.betas}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"train.patience must be >= 1 or null, got {self.patience}")
 
 
 @dataclass
@@ -86,8 +119,16 @@ class RunConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=PopularityConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check_trainable(self) -> None:
+        """Checks that only matter when a model is trained (not when one is just evaluated)."""
+        names = [f"{m}@{k}" for k in self.eval.ks for m in ("hr", "ndcg")] + ["mrr"]
+        if self.train.metric not in names:
+            raise ConfigError(f"train.metric: {self.train.metric!r} is not computed; with eval.ks={self.eval.ks} "
+                              f"the metrics are {', '.join(names)}")  # fmt: skip
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
@@ -138,6 +179,13 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
+    if tp is ModelConfig:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping with a name, got {value!r}")
+        name = value.get("name", "popularity")
+        if name not in MODEL_CONFIGS:
+            raise ConfigError(f"{key}.name: unknown model {name!r}; valid models: {', '.join(MODEL_CONFIGS)}")
+        return from_dict(MODEL_CONFIGS[name], value, key)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if tp is Any:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from genrec.config import DataConfig, RunConfig, to_dict
 from genrec.data.dataset import MANIFEST, Dataset
@@ -20,9 +21,12 @@ from genrec.data.prepare import prepare_dataset
 from genrec.data.raw import cache_dir
 from genrec.data.sources import get_source
 from genrec.data.splits import Split, make_split
+from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer, evaluate
-from genrec.models.popularity import Popularity
+from genrec.models import SEQUENTIAL_MODELS, Popularity, SequentialRecommender, SequentialScorer
 from genrec.runs import RunDir
+from genrec.train.distributed import init_distributed, shutdown_distributed
+from genrec.train.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, Trainer, resolve_device
 
 log = logging.getLogger("genrec")
 
@@ -31,8 +35,23 @@ def _fit_popularity(dataset: Dataset, split: Split, config: RunConfig) -> Scorer
     return Popularity(dataset.num_items).fit(split.train)
 
 
-# model name -> function building a fitted scorer
-MODELS: dict[str, Callable[[Dataset, Split, RunConfig], Scorer]] = {"popularity": _fit_popularity}
+def build_model(dataset: Dataset, config: RunConfig) -> SequentialRecommender:
+    """A fresh sequential model for `dataset`, after checking the config fits the data."""
+    model_config = config.model
+    if getattr(model_config, "time_buckets", 0) and not dataset.has_timestamps:
+        raise ConfigError(f"the dataset at {dataset.path} has no timestamps, but model {model_config.name!r} uses a "
+                          f"time bias: set model.time_buckets=0 (position bias only)")  # fmt: skip
+    torch.manual_seed(config.seed)
+    return SEQUENTIAL_MODELS[model_config.name](dataset.num_items, model_config)
+
+
+def _load_trained(dataset: Dataset, split: Split, config: RunConfig, run_dir: Path | None = None) -> Scorer:
+    """The best checkpoint of a finished run, as a scorer."""
+    if run_dir is None or not (run_dir / BEST_CHECKPOINT).is_file():
+        raise ConfigError(f"model {config.model.name!r} must be trained first: evaluate its run directory")
+    model = build_model(dataset, config)
+    model.load_state_dict(torch.load(run_dir / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+    return SequentialScorer(model.eval())
 
 
 def filters_of(data: DataConfig) -> Filters:
@@ -76,19 +95,43 @@ class RunResult:
     metrics: dict[str, dict[str, float]]  # split name -> metrics
 
 
-def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> RunResult:
-    """Prepare the data, fit the model, evaluate validation then test, and write the run directory."""
-    run_dir = RunDir.create(out, config, overwrite)
-    dataset = dataset_for(config.data)
-    split = split_for(dataset, config)
-    scorer = MODELS[config.model.name](dataset, split, config)
-    metrics: dict[str, Any] = {}
-    for which in ("valid", "test"):  # test once, at the end
-        metrics[which] = evaluate_split(scorer, dataset, split, which, config, progress)
-        run_dir.log_metrics({"split": which, **metrics[which]})
-    run_dir.write_metrics({"model": config.model.name, "dataset": str(dataset.path), "protocol": split.protocol,
-                           **metrics})  # fmt: skip
-    return RunResult(run_dir.path, dataset, metrics)
+def scorer_for(dataset: Dataset, split: Split, config: RunConfig, run_dir: Path | None = None) -> Scorer:
+    """A scorer for evaluation: popularity is fitted on the spot, neural models load their best checkpoint."""
+    if config.model.name == "popularity":
+        return _fit_popularity(dataset, split, config)
+    return _load_trained(dataset, split, config, run_dir)
+
+
+def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
+        resume: bool = False) -> RunResult:  # fmt: skip
+    """Prepare the data, train (or fit) the model, select it on validation, test it once, and write
+    the run directory. Under torchrun every process calls this; rank 0 alone writes."""
+    context = init_distributed(resolve_device(config.train.device).type)
+    try:
+        if context.is_main:
+            run_dir = RunDir.open(out) if resume else RunDir.create(out, config, overwrite)
+            dataset = dataset_for(config.data)  # prepared once, by rank 0
+        context.barrier()
+        if not context.is_main:
+            run_dir, dataset = RunDir(out), dataset_for(config.data, download=False)
+        split = split_for(dataset, config)
+        metrics: dict[str, Any]
+        if config.model.name == "popularity":
+            scorer = _fit_popularity(dataset, split, config)
+            metrics = {which: evaluate_split(scorer, dataset, split, which, config, progress) for which in ("valid", "test")}
+            for which in ("valid", "test"):
+                run_dir.log_metrics({"split": which, "final": True, **metrics[which]})
+        else:
+            trainer = Trainer(build_model(dataset, config), split, config, run_dir, context, progress=progress)
+            if resume:
+                trainer.resume(run_dir.path / LAST_CHECKPOINT)
+            metrics = trainer.fit()
+        if context.is_main:
+            run_dir.write_metrics({"model": config.model.name, "dataset": str(dataset.path), "protocol": split.protocol,
+                                   **metrics})  # fmt: skip
+        return RunResult(run_dir.path, dataset, {k: v for k, v in metrics.items() if k in ("valid", "test")})
+    finally:
+        shutdown_distributed(context)
 
 
 def format_table(rows: list[tuple[str, dict[str, float]]], columns: list[str] | None = None) -> str:
@@ -103,4 +146,4 @@ def format_table(rows: list[tuple[str, dict[str, float]]], columns: list[str] | 
     return "\n".join(lines)
 
 
-__all__ = ["MODELS", "RunResult", "dataset_for", "format_table", "run", "split_for", "to_dict"]
+__all__ = ["RunResult", "build_model", "dataset_for", "format_table", "run", "scorer_for", "split_for", "to_dict"]

@@ -39,6 +39,11 @@ class EvalCases:
     def __len__(self) -> int:
         return len(self.users)
 
+    def take(self, index: np.ndarray | slice) -> EvalCases:
+        """The cases at `index` (e.g. one process's shard: `slice(rank, None, world_size)`)."""
+        return EvalCases(self.users[index], self.targets[index], self.history_start[index], self.history_end[index],
+                         self.target_timestamps[index])  # fmt: skip
+
     @staticmethod
     def at(sequences: Sequences, users: np.ndarray, positions: np.ndarray) -> EvalCases:
         """Cases whose target is the event at `positions`, with every earlier event of the user as history."""

@@ -1,0 +1,82 @@
+"""Training batches: each user's training sequence, cut to its latest `max_len + 1` events.
+
+A batch is right-padded (events at positions 0..length-1, then padding 0), so with a causal mask
+no real position ever attends to padding. Position t predicts the item at t + 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from genrec.data.dataset import Sequences
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """B training sequences.
+
+    users:      [B] int64
+    items:      [B, L] int64 input items, right-padded with 0
+    timestamps: [B, L] int64 unix seconds of the inputs (positions when the dataset has no times)
+    lengths:    [B] int64 number of real inputs per row (>= 1)
+    targets:    [B, L] int64 the next item at each position (0 where there is none)
+    target_timestamps: [B, L] int64 the time of that next item (the moment position t predicts)
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+    timestamps: torch.Tensor
+    lengths: torch.Tensor
+    targets: torch.Tensor
+    target_timestamps: torch.Tensor
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        return SequenceBatch(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
+
+
+class TrainSequences(TorchDataset):
+    """The users with at least 2 training events; item i of the dataset is one user's sequence."""
+
+    def __init__(self, train: Sequences, max_len: int) -> None:
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.train = train
+        self.max_len = max_len
+        self.users = np.flatnonzero(train.lengths >= 2)
+        self.users = self.users[self.users > 0]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, index: int) -> int:
+        return int(self.users[index])
+
+    def collate(self, users: Sequence[int]) -> SequenceBatch:
+        """Build the padded batch of these users in one vectorised step."""
+        users = np.asarray(users, dtype=np.int64)
+        ends = self.train.offsets[users + 1]
+        starts = np.maximum(self.train.offsets[users], ends - (self.max_len + 1))
+        window = ends - starts  # inputs + 1
+        width = int(window.max()) - 1
+        columns = np.arange(width)
+        valid = columns[None, :] < (window - 1)[:, None]  # [B, L]
+        positions = starts[:, None] + columns[None, :]
+        safe = np.where(valid, positions, 0)
+        items = np.where(valid, self.train.items[safe], 0)
+        times = np.where(valid, self.train.timestamps[safe], 0)
+        next_positions = np.where(valid, positions + 1, 0)
+        targets = np.where(valid, self.train.items[next_positions], 0)
+        target_times = np.where(valid, self.train.timestamps[next_positions], 0)
+        return SequenceBatch(
+            users=torch.from_numpy(users),
+            items=torch.from_numpy(items),
+            timestamps=torch.from_numpy(times),
+            lengths=torch.from_numpy(window - 1),
+            targets=torch.from_numpy(targets),
+            target_timestamps=torch.from_numpy(target_times),
+        )

@@ -1,0 +1,91 @@
+"""The contract every sequential model follows. Losses, the trainer and the evaluator use only this.
+
+A sequential model maps a batch of histories to one user vector per position (`encode`) and maps
+item indices to item vectors (`item_vectors`); the score of item j for a user vector u is u . v_j.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genrec.eval.evaluator import EvalBatch
+
+
+@dataclass
+class ModelConfig:
+    """Base of every model's config; `name` picks the model (see `genrec.models.MODEL_CONFIGS`)."""
+
+    name: str = "popularity"
+
+
+class SequentialRecommender(nn.Module, ABC):
+    """Base class of SASRec, HSTU and the user side of HLLM."""
+
+    num_items: int
+    max_len: int
+
+    @abstractmethod
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
+               query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """User vectors at every position.
+
+        items: [B, L] int64 right-padded with 0; timestamps: [B, L] int64; lengths: [B] int64;
+        query_timestamps: [B, L] int64 the time of the event each position predicts (optional;
+        only time-aware models read it).
+        Returns [B, L, D]; position t summarises items[:, :t+1] (causal).
+        """
+
+    def forward(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
+                query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Same as `encode` (so DistributedDataParallel can wrap the model)."""
+        return self.encode(items, timestamps, lengths, query_timestamps)
+
+    @abstractmethod
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """[...] int64 item indices -> [..., D] item vectors (index 0 = padding)."""
+
+    def all_item_vectors(self) -> torch.Tensor:
+        """[N+1, D] the vectors of every item, padding first."""
+        return self.item_vectors(torch.arange(self.num_items + 1, device=self.device))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def last_user_vectors(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
+                          next_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """[B, D] the user vector after each row's last real item.
+
+        next_timestamps: [B] the time of the request (the evaluated target's time), if known.
+        """
+        query = None
+        if next_timestamps is not None:
+            query = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)  # next event's time
+            query[torch.arange(items.shape[0], device=items.device), lengths - 1] = next_timestamps
+        hidden = self.encode(items, timestamps, lengths, query)  # [B, L, D]
+        rows = torch.arange(items.shape[0], device=items.device)
+        return hidden[rows, lengths - 1]
+
+
+class SequentialScorer:
+    """Adapts a `SequentialRecommender` to the evaluator: [B, N+1] scores for an `EvalBatch`.
+
+    The item table is computed once per scorer, so build a new scorer after each training step.
+    """
+
+    def __init__(self, model: SequentialRecommender) -> None:
+        self.model = model
+        with torch.no_grad():
+            self.item_table = model.all_item_vectors()  # [N+1, D]
+
+    @torch.no_grad()
+    def __call__(self, batch: EvalBatch) -> torch.Tensor:
+        device = self.item_table.device
+        lengths = batch.lengths.clamp(min=1).to(device)  # an empty history scores from padding alone
+        users = self.model.last_user_vectors(batch.history.to(device), batch.history_timestamps.to(device), lengths,
+                                             batch.target_timestamps.to(device))  # fmt: skip
+        return users.float() @ self.item_table.float().T  # [B, N+1]

@@ -1,0 +1,151 @@
+"""HSTU (Zhai et al., "Actions Speak Louder than Words", ICML 2024), the sequential model of
+generative-recommenders, written to be read top to bottom.
+
+One block, for input X [B, L, D]:
+    U, V, Q, K = split(SiLU(f1(LayerNorm(X))))                  pointwise projections
+    A = SiLU(Q K^T + rab(positions, time gaps)) / n, causal      pointwise attention (no softmax)
+    Y = X + f2(dropout(LayerNorm(A V) * U))                      gated output, residual
+The relative attention bias rab adds a learned weight per relative position and per bucket of
+log time gap (bucket = floor(ln(max(|dt|, 1)) / 0.301)); the time gap of query position i is
+measured from the time of the event it predicts (the request time), as in the reference. Input
+embeddings are scaled by sqrt(D) plus a learned position embedding; outputs and item vectors are
+L2-normalised, so scores are cosine similarities (divided by a temperature in the loss).
+The attention normaliser n is `max_len` (the reference uses its padded length, max_len + 11).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec.errors import ConfigError
+from genrec.models.base import ModelConfig, SequentialRecommender
+from genrec.models.hstu_attention import HSTUKernel, hstu_attention
+from genrec.models.layers import padding_mask
+
+
+@dataclass
+class HSTUConfig(ModelConfig):
+    name: str = "hstu"
+    max_len: int = 200  # longest history; also the attention normaliser n
+    dim: int = 50  # item embedding and model width
+    num_blocks: int = 2
+    num_heads: int = 1
+    attention_dim: int = 50  # per-head size of Q and K
+    value_dim: int = 50  # per-head size of V and U
+    dropout: float = 0.2  # on the input embeddings and before f2
+    attention_dropout: float = 0.0  # on the attention weights (generative-recommenders never applies it)
+    time_buckets: int = 128  # buckets of log time gaps (0 disables the time bias)
+    position_bias: bool = True
+    kernel: str = "reference"  # attention kernel: reference | compiled
+
+    def __post_init__(self) -> None:
+        if self.max_len < 1:
+            raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
+        for name in ("dim", "num_heads", "attention_dim", "value_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not (0 <= self.dropout < 1 and 0 <= self.attention_dropout < 1):
+            raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
+        if self.kernel not in {k.value for k in HSTUKernel}:
+            raise ConfigError(f"model.kernel: unknown kernel {self.kernel!r}; valid: {', '.join(k.value for k in HSTUKernel)}")
+
+    @property
+    def uses_time(self) -> bool:
+        return self.time_buckets > 0
+
+
+class RelativeBias(nn.Module):
+    """rab[b, i, j] = w_pos[j - i] + w_time[bucket(t_query[b, i] - t[b, j])], shared by all heads."""
+
+    def __init__(self, max_len: int, time_buckets: int, position_bias: bool) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.time_buckets = time_buckets
+        self.position_weights = nn.Parameter(torch.empty(2 * max_len - 1).normal_(0, 0.02)) if position_bias else None
+        self.time_weights = nn.Parameter(torch.empty(time_buckets + 1).normal_(0, 0.02)) if time_buckets else None
+
+    def forward(self, timestamps: torch.Tensor, query_timestamps: torch.Tensor) -> torch.Tensor:
+        """timestamps, query_timestamps: [B, L] int64 -> bias [B, 1, L, L] (broadcast over heads)."""
+        B, L = timestamps.shape
+        bias = torch.zeros(1, 1, L, L, device=timestamps.device)
+        if self.position_weights is not None:
+            positions = torch.arange(L, device=timestamps.device)
+            relative = positions[None, :] - positions[:, None] + self.max_len - 1  # [L, L], j - i shifted
+            bias = bias + self.position_weights[relative]
+        if self.time_weights is not None:
+            gaps = (query_timestamps[:, :, None] - timestamps[:, None, :]).abs().clamp(min=1)  # [B, L, L]
+            buckets = (torch.log(gaps.float()) / 0.301).long().clamp(max=self.time_buckets)
+            bias = bias + self.time_weights[buckets].unsqueeze(1)
+        return bias
+
+
+class HSTUBlock(nn.Module):
+    """One HSTU layer; layer norms have no affine parameters, f1 has no bias (as in the reference)."""
+
+    def __init__(self, config: HSTUConfig) -> None:
+        super().__init__()
+        self.config = config
+        H, dqk, dv = config.num_heads, config.attention_dim, config.value_dim
+        self.uvqk = nn.Parameter(torch.empty(config.dim, H * (2 * dv + 2 * dqk)).normal_(0, 0.02))  # f1
+        self.out = nn.Linear(H * dv, config.dim)  # f2
+        nn.init.xavier_uniform_(self.out.weight)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, D], bias: [B, 1, L, L] -> [B, L, D]."""
+        B, L, _ = x.shape
+        c = self.config
+        H, dqk, dv = c.num_heads, c.attention_dim, c.value_dim
+        normed = F.layer_norm(x, (x.shape[-1],), eps=1e-6)
+        u, v, q, k = F.silu(normed @ self.uvqk).split([H * dv, H * dv, H * dqk, H * dqk], dim=-1)
+        q, k = (t.view(B, L, H, dqk).transpose(1, 2) for t in (q, k))  # [B, H, L, dqk]
+        v = v.view(B, L, H, dv).transpose(1, 2)  # [B, H, L, dv]
+        dropout_p = c.attention_dropout if self.training else 0.0
+        attended = hstu_attention(q, k, v, bias, c.max_len, dropout_p, c.kernel)  # [B, H, L, dv]
+        attended = attended.transpose(1, 2).reshape(B, L, H * dv)
+        gated = F.layer_norm(attended, (H * dv,), eps=1e-6) * u  # Norm(A V) * U
+        return x + self.out(self.dropout(gated))
+
+
+class HSTU(SequentialRecommender):
+    def __init__(self, num_items: int, config: HSTUConfig) -> None:
+        super().__init__()
+        self.num_items = num_items
+        self.max_len = config.max_len
+        self.config = config
+        self.item_embedding = nn.Embedding(num_items + 1, config.dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.bias = RelativeBias(config.max_len, config.time_buckets, config.position_bias)
+        self.blocks = nn.ModuleList(HSTUBlock(config) for _ in range(config.num_blocks))
+        nn.init.trunc_normal_(self.item_embedding.weight, std=0.02, a=-0.04, b=0.04)
+        nn.init.xavier_normal_(self.position_embedding.weight)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
+               query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """items, timestamps: [B, L] right-padded -> [B, L, D] L2-normalised user vectors.
+
+        query_timestamps: [B, L] the time at which position i predicts (the next event's time);
+        default: the position's own time.
+        """
+        B, L = items.shape
+        if L > self.max_len:
+            raise ValueError(f"sequence length {L} exceeds max_len {self.max_len}")
+        mask = padding_mask(items)  # [B, L, 1]
+        positions = torch.arange(L, device=items.device)
+        x = self.item_embedding(items) * math.sqrt(self.config.dim) + self.position_embedding(positions)
+        x = self.dropout(x) * mask
+        bias = self.bias(timestamps, timestamps if query_timestamps is None else query_timestamps)
+        for block in self.blocks:
+            x = block(x, bias) * mask
+        return F.normalize(x, dim=-1, eps=1e-6)
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.item_embedding(ids), dim=-1, eps=1e-6)

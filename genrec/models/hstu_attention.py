@@ -1,0 +1,66 @@
+"""HSTU pointwise attention: a plain reference, and a compiled path with the same signature.
+
+    A = SiLU(Q K^T + rab) / n,  masked causally;  output = A V
+
+n is the model's maximum sequence length (a constant, as in generative-recommenders), so a
+row's output does not depend on how much padding its batch has. `hstu_attention` dispatches on
+`kernel`; the reference is the default, and the parity test compares every other kernel to it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+class HSTUKernel(str, enum.Enum):
+    REFERENCE = "reference"  # plain PyTorch, readable, runs everywhere
+    COMPILED = "compiled"  # the reference through torch.compile (fused elementwise ops)
+
+
+def reference_hstu_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, n: int, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """q, k: [B, H, L, Dqk]; v: [B, H, L, Dv]; bias: [B, H, L, L] (or broadcastable); n: normaliser;
+    dropout_p: dropout on the attention weights (pass 0 outside training).
+
+    Returns [B, H, L, Dv]. Position i attends to j <= i only.
+    """
+    L = q.shape[2]
+    scores = torch.einsum("bhid,bhjd->bhij", q, k) + bias  # [B, H, L, L]
+    weights = F.silu(scores) / n
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    weights = weights.masked_fill(~causal, 0.0)
+    if dropout_p > 0:
+        weights = F.dropout(weights, dropout_p)
+    return torch.einsum("bhij,bhjd->bhid", weights, v)
+
+
+_compiled: Callable | None = None
+
+
+def _compiled_hstu_attention(q, k, v, bias, n, dropout_p=0.0):  # noqa: ANN001, ANN202 - as the reference
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(reference_hstu_attention, dynamic=True)
+    return _compiled(q, k, v, bias, n, dropout_p)
+
+
+KERNELS: dict[HSTUKernel, Callable[..., torch.Tensor]] = {
+    HSTUKernel.REFERENCE: reference_hstu_attention,
+    HSTUKernel.COMPILED: _compiled_hstu_attention,
+}
+
+
+def hstu_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, n: int, dropout_p: float = 0.0,
+    kernel: HSTUKernel | str = HSTUKernel.REFERENCE,
+) -> torch.Tensor:  # fmt: skip
+    """Dispatch to `kernel` after checking shapes once (see `reference_hstu_attention`)."""
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"expected q, k [B, H, L, Dqk] and v [B, H, L, Dv], got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")  # fmt: skip
+    return KERNELS[HSTUKernel(kernel)](q, k, v, bias, n, dropout_p)

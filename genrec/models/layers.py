@@ -1,0 +1,51 @@
+"""Layers shared by the sequential models."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CausalSelfAttention(nn.Module):
+    """Softmax multi-head self-attention with a causal mask (SASRec).
+
+    Inputs are right-padded, so the causal mask alone keeps real positions from seeing padding.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, query_input: torch.Tensor, key_input: torch.Tensor) -> torch.Tensor:
+        """query_input, key_input: [B, L, D] -> [B, L, D]."""
+        B, L, D = query_input.shape
+        H = self.num_heads
+        w_q, w_kv = self.qkv.weight.split([D, 2 * D]), self.qkv.bias.split([D, 2 * D])
+        q = F.linear(query_input, w_q[0], w_kv[0])  # [B, L, D]
+        k, v = F.linear(key_input, w_q[1], w_kv[1]).chunk(2, dim=-1)  # [B, L, D] each
+        q, k, v = (t.view(B, L, H, D // H).transpose(1, 2) for t in (q, k, v))  # [B, H, L, D/H]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, L, D))
+
+
+class PointWiseFeedForward(nn.Module):
+    """Linear -> ReLU -> dropout -> Linear -> dropout (SASRec's position-wise FFN)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
+                                 nn.Dropout(dropout))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def padding_mask(items: torch.Tensor) -> torch.Tensor:
+    """[B, L] int64 items -> [B, L, 1] float, 1 at real items, 0 at padding."""
+    return (items != 0).unsqueeze(-1).to(torch.get_default_dtype())

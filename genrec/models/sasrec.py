@@ -1,0 +1,99 @@
+"""SASRec (Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018).
+
+Item embedding scaled by sqrt(D) plus a learned position embedding, then blocks of causal softmax
+self-attention and a point-wise feed-forward network, as in the authors' code: the attention
+residual is added to the layer-normalised query. Items are scored by a dot product with the
+shared item embedding (optionally both sides L2-normalised, as in generative-recommenders).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec.errors import ConfigError
+from genrec.models.base import ModelConfig, SequentialRecommender
+from genrec.models.layers import CausalSelfAttention, PointWiseFeedForward, padding_mask
+
+
+@dataclass
+class SASRecConfig(ModelConfig):
+    name: str = "sasrec"
+    max_len: int = 200  # longest history the model reads (older items are dropped)
+    dim: int = 50  # item embedding and hidden size
+    num_blocks: int = 2
+    num_heads: int = 1
+    ffn_dim: int | None = None  # default: dim
+    dropout: float = 0.2
+    l2_norm: bool = False  # L2-normalise user and item vectors (use with a temperature in the loss)
+
+    def __post_init__(self) -> None:
+        if self.max_len < 1:
+            raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
+        if self.dim < 1 or self.num_blocks < 0 or self.num_heads < 1 or self.dim % self.num_heads:
+            raise ConfigError(f"model.dim ({self.dim}) must be a positive multiple of model.num_heads ({self.num_heads})")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+class SASRecBlock(nn.Module):
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(config.dim, eps=1e-8)
+        self.attention = CausalSelfAttention(config.dim, config.num_heads, config.dropout)
+        self.ffn_norm = nn.LayerNorm(config.dim, eps=1e-8)
+        self.ffn = PointWiseFeedForward(config.dim, config.ffn_dim or config.dim, config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, D], mask: [B, L, 1] -> [B, L, D]."""
+        query = self.attention_norm(x)
+        x = query + self.attention(query, x)
+        x = self.ffn_norm(x)
+        return (x + self.ffn(x)) * mask
+
+
+class SASRec(SequentialRecommender):
+    def __init__(self, num_items: int, config: SASRecConfig) -> None:
+        super().__init__()
+        self.num_items = num_items
+        self.max_len = config.max_len
+        self.config = config
+        self.item_embedding = nn.Embedding(num_items + 1, config.dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_blocks))
+        self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.xavier_normal_(module.weight)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
+               query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """items: [B, L] right-padded (L <= max_len) -> [B, L, D] (times are not used)."""
+        B, L = items.shape
+        if L > self.max_len:
+            raise ValueError(f"sequence length {L} exceeds max_len {self.max_len}")
+        mask = padding_mask(items)  # [B, L, 1]
+        positions = torch.arange(L, device=items.device)
+        x = self.item_embedding(items) * math.sqrt(self.config.dim) + self.position_embedding(positions)
+        x = self.dropout(x) * mask
+        for block in self.blocks:
+            x = block(x, mask)
+        x = self.final_norm(x)
+        return F.normalize(x, dim=-1) if self.config.l2_norm else x
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        vectors = self.item_embedding(ids)
+        return F.normalize(vectors, dim=-1) if self.config.l2_norm else vectors

@@ -1,0 +1,1 @@
+"""Training shared by every model family: losses, negative samplers and the trainer."""

@@ -1,0 +1,121 @@
+"""Next-item losses over user vectors, with negative sampling kept apart from the loss.
+
+Every loss takes the user vectors of the positions that have a target, the target ids and the
+model (for `item_vectors`), so any model plugs into any loss:
+    loss(users [P, D], positives [P] int64, model) -> scalar
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec.models.base import SequentialRecommender
+
+
+class FullSoftmaxLoss(nn.Module):
+    """Cross-entropy over the whole catalogue (padding excluded)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, users: torch.Tensor, positives: torch.Tensor, model: SequentialRecommender) -> torch.Tensor:
+        logits = users @ model.all_item_vectors().T / self.temperature  # [P, N+1]
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits.float(), positives)
+
+
+class NegativeSampler(ABC):
+    """Draws negatives for each positive; returns ids and their log sampling probability."""
+
+    num_negatives: int
+
+    def prepare(self, positives: torch.Tensor) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Called once per batch with all its positives [P] (the in-batch pool)."""
+
+    @abstractmethod
+    def sample(self, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """positives [P] -> (negative ids [P, K] int64, log q of each [P, K] or None if uniform)."""
+
+    def log_q(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """log sampling probability of `ids` (None when it is the same for every item)."""
+        return None
+
+
+class UniformNegatives(NegativeSampler):
+    """K items drawn uniformly from 1..N, with replacement (generative-recommenders' local sampler)."""
+
+    def __init__(self, num_items: int, num_negatives: int = 128) -> None:
+        self.num_items = num_items
+        self.num_negatives = num_negatives
+
+    def sample(self, positives: torch.Tensor) -> tuple[torch.Tensor, None]:
+        shape = (positives.shape[0], self.num_negatives)
+        return torch.randint(1, self.num_items + 1, shape, device=positives.device), None
+
+
+class InBatchNegatives(NegativeSampler):
+    """K negatives per row drawn from the batch's own positives, so popular items are drawn more
+    often; `log_q` (log of the in-batch frequency) lets the loss correct for that bias."""
+
+    def __init__(self, num_items: int, num_negatives: int = 128) -> None:
+        self.num_items = num_items
+        self.num_negatives = num_negatives
+        self._pool = torch.zeros(0, dtype=torch.long)
+        self._log_q = torch.zeros(num_items + 1)
+
+    def prepare(self, positives: torch.Tensor) -> None:
+        self._pool = positives
+        counts = torch.bincount(positives, minlength=self.num_items + 1).float()
+        self._log_q = torch.log(counts.clamp(min=1) / positives.numel())
+
+    def sample(self, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(0, self._pool.numel(), (positives.shape[0], self.num_negatives), device=positives.device)
+        ids = self._pool[index]
+        return ids, self._log_q[ids]
+
+    def log_q(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._log_q[ids]
+
+
+class SampledSoftmaxLoss(nn.Module):
+    """Softmax over the positive and K sampled negatives: logits = u . v / temperature - log q.
+
+    Negatives equal to the row's positive are masked out. With `UniformNegatives`, 128 negatives
+    and temperature 0.05 on L2-normalised vectors this is generative-recommenders' recipe; with
+    `InBatchNegatives` it is in-batch InfoNCE with the logQ popularity correction.
+    """
+
+    def __init__(self, sampler: NegativeSampler, temperature: float = 0.05) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.sampler = sampler
+        self.temperature = temperature
+
+    def forward(self, users: torch.Tensor, positives: torch.Tensor, model: SequentialRecommender) -> torch.Tensor:
+        self.sampler.prepare(positives)
+        negatives, neg_log_q = self.sampler.sample(positives)  # [P, K]
+        table = model.all_item_vectors()  # [N+1, D], normalised once rather than per sampled row
+        P, K = negatives.shape
+        if table.shape[0] <= K * table.shape[1]:
+            # small catalogue: scoring every item ([P, N+1]) moves less memory than gathering [P, K, D]
+            every = users @ table.T  # [P, N+1]
+            pos_logits = every.gather(1, positives.unsqueeze(1))  # [P, 1]
+            neg_logits = every.gather(1, negatives)  # [P, K]
+        else:
+            pos_logits = (users * table[positives]).sum(-1, keepdim=True)  # [P, 1]
+            neg_logits = torch.einsum("pd,pkd->pk", users, table[negatives])  # [P, K]
+        logits = torch.cat([pos_logits, neg_logits], dim=1).float() / self.temperature  # [P, 1+K]
+        if neg_log_q is not None:
+            pos_log_q = self.sampler.log_q(positives).unsqueeze(1)  # [P, 1]
+            logits = logits - torch.cat([pos_log_q, neg_log_q], dim=1)
+        same = torch.cat([torch.zeros_like(positives, dtype=torch.bool).unsqueeze(1),
+                          negatives == positives.unsqueeze(1)], dim=1)  # fmt: skip
+        logits = logits.masked_fill(same, -math.inf)
+        return F.cross_entropy(logits, torch.zeros_like(positives))

@@ -1,0 +1,286 @@
+"""One trainer for every sequential model: AdamW, schedules, AMP, evaluation, early stopping,
+checkpoints that resume exactly, and DistributedDataParallel under torchrun.
+
+Exact resume: the order of training sequences is a function of (seed, epoch) only, and the random
+state that drives dropout and negative sampling is saved with every checkpoint, so a run stopped
+after any epoch and resumed reaches the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from genrec.config import LossConfig, RunConfig, TrainConfig, to_dict
+from genrec.data.batching import TrainSequences
+from genrec.data.splits import Split
+from genrec.errors import DataError, GenrecError
+from genrec.eval.evaluator import evaluate
+from genrec.models.base import SequentialRecommender, SequentialScorer
+from genrec.runs import RunDir
+from genrec.train.distributed import DistContext
+from genrec.train.losses import FullSoftmaxLoss, InBatchNegatives, SampledSoftmaxLoss, UniformNegatives
+
+log = logging.getLogger("genrec.train")
+
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+
+class TrainingError(GenrecError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+def build_loss(config: LossConfig, num_items: int) -> nn.Module:
+    if config.name == "full":
+        return FullSoftmaxLoss()
+    sampler_cls = UniformNegatives if config.name == "sampled" else InBatchNegatives
+    return SampledSoftmaxLoss(sampler_cls(num_items, config.num_negatives), config.temperature)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup, then constant or cosine decay to 0 at `total_steps`."""
+    warmup = config.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Trains `model` on `split.train` and selects it on `split.valid` (test is touched once, at the end)."""
+
+    def __init__(
+        self,
+        model: SequentialRecommender,
+        split: Split,
+        config: RunConfig,
+        run_dir: RunDir | None,
+        context: DistContext | None = None,
+        device: torch.device | None = None,
+        progress: bool = True,
+    ) -> None:
+        config.check_trainable()
+        context = context or DistContext()
+        self.config, self.split, self.run_dir, self.context = config, split, run_dir, context
+        self.train_config = config.train
+        self.device = device or resolve_device(config.train.device)
+        self.model = model.to(self.device)
+        self.module: nn.Module = DistributedDataParallel(model) if context.enabled else model
+        self.loss = build_loss(config.train.loss, model.num_items)
+        self.progress = progress and context.is_main
+        self.dataset = TrainSequences(split.train, model.max_len)
+        if len(self.dataset) == 0:
+            raise DataError("no user has 2 or more training events: nothing to train on")
+        batch_size = config.train.batch_size
+        if batch_size % context.world_size:
+            raise GenrecError(f"train.batch_size ({batch_size}) must be divisible by the number of processes "
+                              f"({context.world_size})")  # fmt: skip
+        self.sampler = DistributedSampler(self.dataset, num_replicas=context.world_size, rank=context.rank,
+                                          shuffle=True, seed=config.seed)  # fmt: skip
+        self.loader = DataLoader(self.dataset, batch_size=batch_size // context.world_size, sampler=self.sampler,
+                                 collate_fn=self.dataset.collate)  # fmt: skip
+        t = config.train
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.scheduler = build_schedule(self.optimizer, t, total_steps=t.epochs * len(self.loader))
+        self.state = TrainState()
+        use_amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_amp else None
+        self.writer = None
+        if t.tensorboard and context.is_main and run_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+            self.writer = SummaryWriter(str(run_dir.path / "tensorboard"))
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "state": asdict(self.state),
+            "rng": _rng_state(),
+            "config": to_dict(self.config),
+        }
+
+    def save(self, name: str, payload: dict[str, Any]) -> None:
+        """Write a checkpoint atomically (rank 0 only)."""
+        if self.run_dir is None or not self.context.is_main:
+            return
+        path = self.run_dir.path / name
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    def resume(self, path: Path) -> None:
+        """Restore model, optimizer, scheduler, progress and random state from a checkpoint."""
+        if not path.is_file():
+            raise GenrecError(f"cannot resume: no checkpoint at {path}")
+        payload = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.state = TrainState(**payload["state"])
+        _set_rng_state(payload["rng"])
+        log.info("resumed from %s after epoch %d", path, self.state.epoch)
+
+    # ---- training ----------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.module.train()
+        self.sampler.set_epoch(epoch)
+        total, count, sequences = 0.0, 0, 0
+        started = time.perf_counter()
+        bar = tqdm(self.loader, desc=f"epoch {epoch}", unit="batch", disable=not self.progress, leave=False)
+        for batch in bar:
+            batch = batch.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):  # fmt: skip
+                hidden = self.module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps)  # [B, L, D]
+                has_target = batch.targets != 0  # [B, L]
+                loss = self.loss(hidden[has_target], batch.targets[has_target], self.model)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step {self.state.step + 1}; try a "
+                                    f"lower train.lr, a train.grad_clip, or train.amp=off")  # fmt: skip
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.train_config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.step += 1
+            total += loss.item()
+            count += 1
+            sequences += batch.users.numel()
+            bar.set_postfix(loss=f"{total / count:.4f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
+        seconds = time.perf_counter() - started
+        mean_loss = self.context.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64))
+        return {"loss": float(mean_loss[0] / mean_loss[1]), "seconds": seconds,
+                "sequences_per_s": sequences * self.context.world_size / seconds}  # fmt: skip
+
+    @torch.no_grad()
+    def evaluate(self, which: str) -> dict[str, float]:
+        """Full-ranking metrics on the validation or test cases, sharded over the processes."""
+        self.model.eval()
+        cases = self.split.cases(which).take(slice(self.context.rank, None, self.context.world_size))
+        e = self.config.eval
+        started = time.perf_counter()
+        metrics = evaluate(SequentialScorer(self.model), self.split.sequences, cases, self.model.num_items, ks=e.ks,
+                           batch_size=e.batch_size, max_history=self.model.max_len, mask_history=e.mask_history,
+                           device=self.device, progress=self.progress, desc=f"eval {which}")  # fmt: skip
+        names = [k for k in metrics if k != "num_users"]
+        n = metrics["num_users"]
+        sums = self.context.all_reduce_sum(torch.tensor([metrics[k] * n for k in names] + [n], dtype=torch.float64))
+        total = float(sums[-1])
+        result = {k: float(sums[i]) / max(total, 1.0) for i, k in enumerate(names)}
+        return {**result, "num_users": int(total), "seconds": time.perf_counter() - started}
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.run_dir is not None and self.context.is_main:
+            self.run_dir.log_metrics(record)
+            if self.writer is not None:
+                for key, value in record.items():
+                    if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                        self.writer.add_scalar(f"{record['split']}/{key}", value, record["epoch"])
+
+    def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any] | None:
+        """Train until `train.epochs` or early stopping, then test the best checkpoint once.
+
+        stop_after_epoch: return None after that epoch (as if the run were interrupted); the run
+        directory can then be resumed.
+        """
+        t = self.train_config
+        metric = t.metric
+        while self.state.epoch < t.epochs and not self.state.stopped_early:
+            epoch = self.state.epoch + 1
+            stats = self.train_epoch(epoch)
+            self._log({"split": "train", "epoch": epoch, "step": self.state.step, **stats})
+            message = f"epoch {epoch}: loss {stats['loss']:.4f} ({stats['sequences_per_s']:.0f} seq/s)"
+            if epoch % t.eval_every == 0 or epoch == t.epochs:
+                valid = self.evaluate("valid")
+                self._log({"split": "valid", "epoch": epoch, "step": self.state.step, **valid})
+                message += f", valid {metric} {valid[metric]:.4f}"
+                if valid[metric] > self.state.best_metric:
+                    self.state.best_metric, self.state.best_epoch = valid[metric], epoch
+                    self.state.evals_without_improvement = 0
+                    self.save(BEST_CHECKPOINT, {"model": self.model.state_dict(), "epoch": epoch})
+                else:
+                    self.state.evals_without_improvement += 1
+                    if t.patience is not None and self.state.evals_without_improvement >= t.patience:
+                        self.state.stopped_early = True
+                        message += f" (no improvement in {t.patience} evaluations: stopping)"
+            self.state.epoch = epoch
+            self.save(LAST_CHECKPOINT, self.checkpoint())
+            if self.context.is_main:
+                log.info(message)
+                if self.run_dir is not None:
+                    from genrec.train.plots import plot_run
+
+                    plot_run(self.run_dir.path)
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                return None
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Load the best checkpoint (if any) and compute validation and test metrics once."""
+        self.context.barrier()
+        if self.run_dir is not None and (self.run_dir.path / BEST_CHECKPOINT).is_file():
+            best = torch.load(self.run_dir.path / BEST_CHECKPOINT, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(best["model"])
+        results = {"valid": self.evaluate("valid"), "test": self.evaluate("test")}
+        for which, metrics in results.items():
+            self._log({"split": which, "epoch": self.state.best_epoch, "final": True, **metrics})
+        if self.writer is not None:
+            self.writer.close()
+        return {**results, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
+                "stopped_early": self.state.stopped_early}  # fmt: skip
