@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -73,13 +74,29 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from genrec.config import load_config
+    from genrec.config import RunConfig, apply_overrides, config_differences, from_dict, load_config, to_dict
     from genrec.runner import format_table, run
-    from genrec.runs import default_run_dir
+    from genrec.runs import RunDir, default_run_dir
 
-    config = load_config(args.config, args.set)
-    out = args.out or default_run_dir(config.name)
-    result = run(config, out, overwrite=args.overwrite, progress=not args.json)
+    if args.resume:
+        saved = RunDir.open(args.resume).config()
+        if args.config is not None:
+            config = load_config(args.config, args.set)
+        else:
+            config = from_dict(RunConfig, apply_overrides(to_dict(saved), args.set))
+        changed = [key for key in config_differences(saved, config) if key != "train.epochs"]
+        if changed:
+            raise GenrecError(f"--resume {args.resume}: the config differs from the run's in {', '.join(changed)}; "
+                              f"only train.epochs may change when resuming (start a new run instead)")  # fmt: skip
+        out = args.resume
+    else:
+        config = load_config(args.config, args.set)
+        if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise GenrecError("under torchrun, pass --out RUN_DIR so that every process writes to the same run")
+        out = args.out or default_run_dir(config.name)
+    result = run(config, out, overwrite=args.overwrite, progress=not args.json, resume=bool(args.resume))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     if args.json:
         print(json.dumps({"run_dir": str(result.run_dir), **result.metrics}))
     else:
@@ -165,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     tr.add_argument("--out", help="run directory (default runs/<name>-<time>)")
     tr.add_argument("--overwrite", action="store_true")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     tr.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     tr.set_defaults(func=_train)
 

@@ -244,6 +244,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return from_dict(RunConfig, data)
 
 
+def config_differences(a: Any, b: Any) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in d.items():
+            name = f"{prefix}{key}"
+            out.update(flat(value, name + ".") if isinstance(value, dict) else {name: value})
+        return out
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+
+
 def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 

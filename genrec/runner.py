@@ -109,7 +109,11 @@ def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: b
     context = init_distributed(resolve_device(config.train.device).type)
     try:
         if context.is_main:
-            run_dir = RunDir.open(out) if resume else RunDir.create(out, config, overwrite)
+            if resume:
+                run_dir = RunDir.open(out)
+                run_dir.save_config(config)  # train.epochs may have been extended
+            else:
+                run_dir = RunDir.create(out, config, overwrite)
             dataset = dataset_for(config.data)  # prepared once, by rank 0
         context.barrier()
         if not context.is_main:

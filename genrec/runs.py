@@ -33,6 +33,9 @@ class RunDir:
         write_json_atomic(run.path / CONFIG_FILE, to_dict(config))
         return run
 
+    def save_config(self, config: RunConfig) -> None:
+        write_json_atomic(self.path / CONFIG_FILE, to_dict(config))
+
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         run = cls(path)

@@ -85,7 +85,20 @@ class SequentialScorer:
     @torch.no_grad()
     def __call__(self, batch: EvalBatch) -> torch.Tensor:
         device = self.item_table.device
-        lengths = batch.lengths.clamp(min=1).to(device)  # an empty history scores from padding alone
-        users = self.model.last_user_vectors(batch.history.to(device), batch.history_timestamps.to(device), lengths,
-                                             batch.target_timestamps.to(device))  # fmt: skip
+        items, times, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
+                                       batch.lengths.to(device), self.model.max_len)  # fmt: skip
+        lengths = lengths.clamp(min=1)  # an empty history scores from padding alone
+        users = self.model.last_user_vectors(items, times, lengths, batch.target_timestamps.to(device))
         return users.float() @ self.item_table.float().T  # [B, N+1]
+
+
+def latest(items: torch.Tensor, times: torch.Tensor, lengths: torch.Tensor, max_len: int):  # noqa: ANN201
+    """Keep each right-padded row's most recent `max_len` events: [B, L] -> [B, min(L, max_len)]."""
+    L = items.shape[1]
+    if L <= max_len:
+        return items, times, lengths
+    start = (lengths - max_len).clamp(min=0)  # [B]
+    index = start[:, None] + torch.arange(max_len, device=items.device)[None, :]  # [B, max_len]
+    valid = index < lengths[:, None]
+    index = index.clamp(max=L - 1)
+    return items.gather(1, index) * valid, times.gather(1, index) * valid, lengths.clamp(max=max_len)

@@ -2,7 +2,7 @@
 
 Every loss takes the user vectors of the positions that have a target, the target ids and the
 model (for `item_vectors`), so any model plugs into any loss:
-    loss(users [P, D], positives [P] int64, model) -> scalar
+    loss(users [P, D], positives [P] int64, model) -> scalar (mean over P, or sum with reduction="sum")
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from genrec.models.base import SequentialRecommender
 class FullSoftmaxLoss(nn.Module):
     """Cross-entropy over the whole catalogue (padding excluded)."""
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
         self.temperature = temperature
+        self.reduction = reduction
 
     def forward(self, users: torch.Tensor, positives: torch.Tensor, model: SequentialRecommender) -> torch.Tensor:
         logits = users @ model.all_item_vectors().T / self.temperature  # [P, N+1]
         logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), positives)
+        return F.cross_entropy(logits.float(), positives, reduction=self.reduction)
 
 
 class NegativeSampler(ABC):
@@ -91,20 +92,27 @@ class SampledSoftmaxLoss(nn.Module):
     `InBatchNegatives` it is in-batch InfoNCE with the logQ popularity correction.
     """
 
-    def __init__(self, sampler: NegativeSampler, temperature: float = 0.05) -> None:
+    def __init__(self, sampler: NegativeSampler, temperature: float = 0.05, score_all_items: bool | None = None,
+                 reduction: str = "mean") -> None:  # fmt: skip
+        """score_all_items: compute [P, N+1] logits and pick the sampled ones (True) or gather the
+        [P, K, D] sampled vectors (False); None picks whichever moves less memory. Same result."""
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.sampler = sampler
         self.temperature = temperature
+        self.score_all_items = score_all_items
+        self.reduction = reduction
 
     def forward(self, users: torch.Tensor, positives: torch.Tensor, model: SequentialRecommender) -> torch.Tensor:
         self.sampler.prepare(positives)
         negatives, neg_log_q = self.sampler.sample(positives)  # [P, K]
         table = model.all_item_vectors()  # [N+1, D], normalised once rather than per sampled row
-        P, K = negatives.shape
-        if table.shape[0] <= K * table.shape[1]:
-            # small catalogue: scoring every item ([P, N+1]) moves less memory than gathering [P, K, D]
+        K = negatives.shape[1]
+        score_all = self.score_all_items
+        if score_all is None:  # small catalogue: scoring every item moves less memory than gathering
+            score_all = table.shape[0] <= K * table.shape[1]
+        if score_all:
             every = users @ table.T  # [P, N+1]
             pos_logits = every.gather(1, positives.unsqueeze(1))  # [P, 1]
             neg_logits = every.gather(1, negatives)  # [P, K]
@@ -118,4 +126,4 @@ class SampledSoftmaxLoss(nn.Module):
         same = torch.cat([torch.zeros_like(positives, dtype=torch.bool).unsqueeze(1),
                           negatives == positives.unsqueeze(1)], dim=1)  # fmt: skip
         logits = logits.masked_fill(same, -math.inf)
-        return F.cross_entropy(logits, torch.zeros_like(positives))
+        return F.cross_entropy(logits, torch.zeros_like(positives), reduction=self.reduction)

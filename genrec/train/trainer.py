@@ -45,11 +45,11 @@ class TrainingError(GenrecError):
     """Training cannot go on (e.g. the loss became NaN)."""
 
 
-def build_loss(config: LossConfig, num_items: int) -> nn.Module:
+def build_loss(config: LossConfig, num_items: int, reduction: str = "mean") -> nn.Module:
     if config.name == "full":
-        return FullSoftmaxLoss()
+        return FullSoftmaxLoss(reduction=reduction)
     sampler_cls = UniformNegatives if config.name == "sampled" else InBatchNegatives
-    return SampledSoftmaxLoss(sampler_cls(num_items, config.num_negatives), config.temperature)
+    return SampledSoftmaxLoss(sampler_cls(num_items, config.num_negatives), config.temperature, reduction=reduction)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -118,7 +118,9 @@ class Trainer:
         self.device = device or resolve_device(config.train.device)
         self.model = model.to(self.device)
         self.module: nn.Module = DistributedDataParallel(model) if context.enabled else model
-        self.loss = build_loss(config.train.loss, model.num_items)
+        # summed here and divided by the global number of targets, so that N processes take the
+        # same step as one process with the whole batch (DDP averages gradients over processes)
+        self.loss = build_loss(config.train.loss, model.num_items, reduction="sum")
         self.progress = progress and context.is_main
         self.dataset = TrainSequences(split.train, model.max_len)
         if len(self.dataset) == 0:
@@ -188,7 +190,9 @@ class Trainer:
                                 enabled=self.autocast_dtype is not None):  # fmt: skip
                 hidden = self.module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps)  # [B, L, D]
                 has_target = batch.targets != 0  # [B, L]
-                loss = self.loss(hidden[has_target], batch.targets[has_target], self.model)
+                loss_sum = self.loss(hidden[has_target], batch.targets[has_target], self.model)
+            targets = self.context.all_reduce_sum(has_target.sum().to(torch.float64))
+            loss = loss_sum * self.context.world_size / targets
             if not torch.isfinite(loss):
                 raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step {self.state.step + 1}; try a "
                                     f"lower train.lr, a train.grad_clip, or train.amp=off")  # fmt: skip
@@ -199,14 +203,13 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.state.step += 1
-            total += loss.item()
-            count += 1
+            total += loss_sum.item()
+            count += int(has_target.sum())
             sequences += batch.users.numel()
             bar.set_postfix(loss=f"{total / count:.4f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
         seconds = time.perf_counter() - started
-        mean_loss = self.context.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64))
-        return {"loss": float(mean_loss[0] / mean_loss[1]), "seconds": seconds,
-                "sequences_per_s": sequences * self.context.world_size / seconds}  # fmt: skip
+        sums = self.context.all_reduce_sum(torch.tensor([total, count, sequences], dtype=torch.float64))
+        return {"loss": float(sums[0] / sums[1]), "seconds": seconds, "sequences_per_s": float(sums[2]) / seconds}
 
     @torch.no_grad()
     def evaluate(self, which: str) -> dict[str, float]:

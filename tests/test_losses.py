@@ -1,0 +1,101 @@
+"""Losses against their formulas written out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from genrec.models import SASRec, SASRecConfig
+from genrec.train.losses import FullSoftmaxLoss, InBatchNegatives, NegativeSampler, SampledSoftmaxLoss, UniformNegatives
+
+N = 20
+
+
+class FixedNegatives(NegativeSampler):
+    """Returns the negatives it was given, so the loss can be checked by hand."""
+
+    def __init__(self, negatives):
+        self.negatives = negatives
+        self.num_negatives = negatives.shape[1]
+
+    def sample(self, positives):
+        return self.negatives, None
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return SASRec(N, SASRecConfig(max_len=4, dim=8, l2_norm=True))
+
+
+def test_full_softmax_is_cross_entropy_over_real_items(model):
+    users = torch.randn(5, 8)
+    positives = torch.tensor([1, 4, 4, 20, 7])
+    table = model.all_item_vectors().detach()
+    expected = 0.0
+    for p in range(5):
+        logits = [float(users[p] @ table[j]) for j in range(1, N + 1)]
+        expected += -(logits[positives[p] - 1] - math.log(sum(math.exp(x) for x in logits)))
+    assert FullSoftmaxLoss()(users, positives, model).item() == pytest.approx(expected / 5, rel=1e-5)
+
+
+@pytest.mark.parametrize("score_all_items", [True, False])
+def test_sampled_softmax_masks_negatives_equal_to_the_positive(model, score_all_items):
+    users = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    positives = torch.tensor([2, 5, 9])
+    negatives = torch.tensor([[2, 3, 4], [1, 5, 5], [7, 8, 10]])  # rows 0 and 1 drew their positive
+    loss_fn = SampledSoftmaxLoss(FixedNegatives(negatives), temperature=0.1, score_all_items=score_all_items)
+    table = model.all_item_vectors().detach()
+    expected = 0.0
+    for p in range(3):
+        pos = float(users[p] @ table[positives[p]]) / 0.1
+        negs = [float(users[p] @ table[j]) / 0.1 for j in negatives[p].tolist() if j != positives[p]]
+        expected += -(pos - math.log(math.exp(pos) + sum(math.exp(x) for x in negs)))
+    assert loss_fn(users, positives, model).item() == pytest.approx(expected / 3, rel=1e-5)
+
+
+def test_sampled_softmax_paths_give_the_same_loss_and_gradients(model):
+    users = torch.randn(6, 8, requires_grad=True)
+    positives = torch.randint(1, N + 1, (6,))
+    negatives = torch.randint(1, N + 1, (6, 4))
+    results = []
+    for score_all in (True, False):
+        model.zero_grad()
+        users.grad = None
+        loss = SampledSoftmaxLoss(FixedNegatives(negatives), 0.05, score_all_items=score_all)(users, positives, model)
+        loss.backward()
+        results.append((loss.detach(), users.grad.clone(), model.item_embedding.weight.grad.clone()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+def test_in_batch_negatives_apply_the_log_q_correction(model):
+    torch.manual_seed(1)
+    users = torch.randn(4, 8)
+    positives = torch.tensor([3, 3, 3, 6])  # item 3 is 3/4 of the batch
+    sampler = InBatchNegatives(N, num_negatives=5)
+    loss = SampledSoftmaxLoss(sampler, temperature=1.0)
+    torch.manual_seed(2)
+    value = loss(users, positives, model)
+    torch.manual_seed(2)
+    sampler.prepare(positives)
+    negatives, log_q = sampler.sample(positives)
+    assert set(negatives.flatten().tolist()) <= {3, 6}
+    torch.testing.assert_close(log_q, torch.where(negatives == 3, math.log(0.75), math.log(0.25)))
+    table = model.all_item_vectors().detach()
+    expected = 0.0
+    for p in range(4):
+        pos = float(users[p] @ table[positives[p]]) - math.log(0.75 if positives[p] == 3 else 0.25)
+        terms = [math.exp(pos)]
+        for j, lq in zip(negatives[p].tolist(), log_q[p].tolist()):
+            if j != positives[p]:
+                terms.append(math.exp(float(users[p] @ table[j]) - lq))
+        expected += -(pos - math.log(sum(terms)))
+    assert value.item() == pytest.approx(expected / 4, rel=1e-5)
+
+
+def test_uniform_negatives_cover_real_items_only():
+    torch.manual_seed(0)
+    ids, log_q = UniformNegatives(N, 64).sample(torch.ones(50, dtype=torch.long))
+    assert ids.shape == (50, 64) and log_q is None
+    assert ids.min() >= 1 and ids.max() <= N and len(ids.unique()) == N

@@ -1,0 +1,148 @@
+"""The sequential-model contract, checked the same way for every model (a shared mixin)."""
+
+import math
+
+import pytest
+import torch
+
+from genrec.models import HSTU, HSTUConfig, SASRec, SASRecConfig
+from genrec.models.hstu import RelativeBias
+from genrec.models.hstu_attention import hstu_attention, reference_hstu_attention
+
+NUM_ITEMS = 60
+
+
+def random_batch(B=3, L=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, NUM_ITEMS + 1, (B, L), generator=g)
+    lengths = torch.tensor([L, L - 5, 1][:B])
+    items[torch.arange(L)[None, :] >= lengths[:, None]] = 0
+    times = torch.cumsum(torch.randint(0, 5000, (B, L), generator=g), dim=1)
+    return items, times, lengths
+
+
+class ContractTests:
+    """Every sequential model: causal, blind to padding, [B, L, D] out, consistent item scorer."""
+
+    def make(self, **overrides):
+        raise NotImplementedError
+
+    def test_shapes_and_item_vectors(self):
+        model = self.make().eval()
+        items, times, lengths = random_batch()
+        out = model.encode(items, times, lengths)
+        assert out.shape == (3, 12, model.config.dim) and torch.isfinite(out).all()
+        assert model.item_vectors(torch.tensor([[1, 2], [3, 4]])).shape == (2, 2, model.config.dim)
+        assert model.all_item_vectors().shape == (NUM_ITEMS + 1, model.config.dim)
+        last = model.last_user_vectors(items, times, lengths)
+        torch.testing.assert_close(last, out[torch.arange(3), lengths - 1])
+
+    def test_causal(self):
+        model = self.make().eval()
+        items, times, lengths = random_batch()
+        changed = items.clone()
+        changed[0, 8] = (changed[0, 8] % NUM_ITEMS) + 1
+        a, b = model.encode(items, times, lengths), model.encode(changed, times, lengths)
+        torch.testing.assert_close(a[0, :8], b[0, :8])
+        assert not torch.allclose(a[0, 8:], b[0, 8:])
+
+    def test_padding_does_not_change_real_positions(self):
+        model = self.make().eval()
+        items, times, lengths = random_batch()
+        wide_items = torch.cat([items, torch.zeros(3, 4, dtype=torch.long)], dim=1)
+        wide_times = torch.cat([times, torch.zeros(3, 4, dtype=torch.long)], dim=1)
+        short, wide = model.encode(items, times, lengths), model.encode(wide_items, wide_times, lengths)
+        for row, n in enumerate(lengths.tolist()):
+            torch.testing.assert_close(short[row, :n], wide[row, :n])
+
+    def test_gradients_reach_every_parameter(self):
+        model = self.make(dropout=0.0)
+        items, times, lengths = random_batch()
+        out = model.encode(items, times, lengths)
+        (out[items != 0] @ model.all_item_vectors().T).logsumexp(-1).sum().backward()
+        missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        assert missing == []
+
+    def test_rejects_too_long_sequences(self):
+        model = self.make(max_len=8)
+        items, times, lengths = random_batch()
+        with pytest.raises(ValueError, match="exceeds max_len"):
+            model.encode(items, times, lengths.clamp(max=8))
+
+
+class TestSASRec(ContractTests):
+    def make(self, **overrides):
+        torch.manual_seed(0)
+        return SASRec(NUM_ITEMS, SASRecConfig(**{"max_len": 16, "dim": 16, "num_heads": 2, **overrides}))
+
+
+class TestHSTU(ContractTests):
+    def make(self, **overrides):
+        torch.manual_seed(0)
+        config = {"max_len": 16, "dim": 16, "num_heads": 2, "attention_dim": 8, "value_dim": 8, **overrides}
+        return HSTU(NUM_ITEMS, HSTUConfig(**config))
+
+    def test_outputs_are_unit_vectors_and_time_matters(self):
+        model = self.make().eval()
+        items, times, lengths = random_batch()
+        out = model.encode(items, times, lengths)
+        torch.testing.assert_close(out[items != 0].norm(dim=-1), torch.ones(int((items != 0).sum())))
+        later = times.clone()
+        later[:, 3:] += 10**6  # a long gap before the 4th event
+        assert not torch.allclose(out[0, 5], model.encode(items, later, lengths)[0, 5])
+        no_time = self.make(time_buckets=0).eval()
+        torch.testing.assert_close(no_time.encode(items, times, lengths), no_time.encode(items, later, lengths))
+
+
+def loop_attention(q, k, v, bias, n):
+    """HSTU attention written with explicit loops: out_i = sum_{j<=i} silu(q_i.k_j + b_ij) / n * v_j."""
+    B, H, L, _ = q.shape
+    out = torch.zeros(B, H, L, v.shape[-1], dtype=q.dtype)
+    for b in range(B):
+        for h in range(H):
+            for i in range(L):
+                for j in range(i + 1):
+                    w = torch.nn.functional.silu(q[b, h, i] @ k[b, h, j] + bias[b, 0, i, j]) / n
+                    out[b, h, i] += w * v[b, h, j]
+    return out
+
+
+def attention_inputs(B=2, H=2, L=7, dqk=4, dv=3, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype, requires_grad=True)  # noqa: E731
+    return make(B, H, L, dqk), make(B, H, L, dqk), make(B, H, L, dv), make(B, 1, L, L)
+
+
+def test_reference_attention_matches_the_formula():
+    q, k, v, bias = attention_inputs()
+    torch.testing.assert_close(reference_hstu_attention(q, k, v, bias, 10), loop_attention(q, k, v, bias, 10))
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 9, 8, 8), (3, 2, 5, 4, 6)])
+def test_compiled_kernel_matches_reference_outputs_and_gradients(shape):
+    B, H, L, dqk, dv = shape
+    inputs = attention_inputs(B, H, L, dqk, dv, dtype=torch.float32)
+    grad = torch.randn(B, H, L, dv)
+    ref = hstu_attention(*inputs, 16, kernel="reference")
+    ref_grads = torch.autograd.grad(ref, inputs, grad)
+    inputs2 = [t.detach().clone().requires_grad_(True) for t in inputs]
+    fast = hstu_attention(*inputs2, 16, kernel="compiled")
+    fast_grads = torch.autograd.grad(fast, inputs2, grad)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_relative_bias_buckets_and_positions():
+    bias = RelativeBias(max_len=4, time_buckets=8, position_bias=True)
+    with torch.no_grad():
+        bias.position_weights.copy_(torch.arange(7, dtype=torch.float32) * 100)  # index (j - i) + 3
+        bias.time_weights.copy_(torch.arange(9, dtype=torch.float32))
+    times = torch.tensor([[0, 1, 10, 10_000]])
+    query = torch.tensor([[1, 10, 10_000, 10**9]])
+    out = bias(times, query)[0, 0]
+    for i in range(4):
+        for j in range(4):
+            gap = max(abs(int(query[0, i]) - int(times[0, j])), 1)
+            bucket = min(int(math.log(gap) / 0.301), 8)
+            assert out[i, j].item() == pytest.approx((j - i + 3) * 100 + bucket)
