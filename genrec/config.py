@@ -88,6 +88,10 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 128  # global batch: split across processes under torchrun
+    # rows per forward/backward pass inside a batch; gradients accumulate, so the step is the same.
+    # 0 = auto: 32 on CPU (a working set that fits the cache is several times faster), the whole
+    # batch on GPU and with in-batch negatives (whose negatives are the rest of the batch)
+    micro_batch_size: int = 0
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 0.0
@@ -105,6 +109,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ConfigError("train.epochs, train.batch_size and train.eval_every must be >= 1")
+        if self.micro_batch_size < 0:
+            raise ConfigError(f"train.micro_batch_size must be >= 0 (0 = auto), got {self.micro_batch_size}")
+        if self.loss.name == "in-batch" and 0 < self.micro_batch_size < self.batch_size:
+            raise ConfigError("train.micro_batch_size: in-batch negatives come from the whole batch, so it cannot be "
+                              "split into micro-batches; set train.micro_batch_size=0")
         if self.lr <= 0 or len(self.betas) != 2:
             raise ConfigError(f"train.lr must be > 0 and train.betas two numbers, got {self.lr}, {self.betas}")
         if self.patience is not None and self.patience < 1:

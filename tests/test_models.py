@@ -146,3 +146,16 @@ def test_relative_bias_buckets_and_positions():
             gap = max(abs(int(query[0, i]) - int(times[0, j])), 1)
             bucket = min(int(math.log(gap) / 0.301), 8)
             assert out[i, j].item() == pytest.approx((j - i + 3) * 100 + bucket)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 64])
+def test_scorer_gives_the_same_scores_in_any_chunking(chunk_rows):
+    from genrec.eval.evaluator import EvalBatch
+    from genrec.models import SequentialScorer
+
+    model = HSTU(NUM_ITEMS, HSTUConfig(max_len=12, dim=16, attention_dim=8, value_dim=8, dropout=0.0)).eval()
+    items, times, lengths = random_batch()
+    batch = EvalBatch(users=torch.arange(1, 4), history=items, history_timestamps=times, lengths=lengths,
+                      target_timestamps=times.max(dim=1).values + 100)  # fmt: skip
+    whole = SequentialScorer(model, chunk_rows=1000)(batch)
+    torch.testing.assert_close(SequentialScorer(model, chunk_rows=chunk_rows)(batch), whole, rtol=1e-5, atol=1e-6)

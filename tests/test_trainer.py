@@ -92,3 +92,28 @@ def test_bad_training_input(data_dir, tmp_path, monkeypatch):
 
         scorer_for(dataset_for(config.data), None, config, tmp_path / "nowhere")
     assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("model", ["hstu", "sasrec"])
+def test_micro_batches_take_the_same_step_as_the_whole_batch(data_dir, model):
+    """Gradient accumulation over micro-batches (the CPU default) must not change the update."""
+    steps = {}
+    for micro in (128, 16):
+        common = ["model.dropout=0.0", "train.loss.name=full", f"train.micro_batch_size={micro}"]
+        if model == "hstu":
+            config = tiny(data_dir, *common)
+        else:
+            config = load_config(None, [f"data.raw={data_dir / 'ml-100k'}", "model.name=sasrec", "model.max_len=20",
+                                        "model.dim=16", "train.device=cpu", *common])  # fmt: skip
+        dataset = dataset_for(config.data)
+        trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, None, progress=False)
+        trainer.loader = [next(iter(trainer.loader))]  # one step on the same first batch
+        trainer.train_epoch(1)
+        steps[micro] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for name, value in steps[128].items():
+        torch.testing.assert_close(steps[16][name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_in_batch_negatives_refuse_micro_batches(data_dir):
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        tiny(data_dir, "train.loss.name=in-batch", "train.micro_batch_size=16")

@@ -38,6 +38,12 @@ class SequenceBatch:
     def to(self, device: torch.device | str) -> SequenceBatch:
         return SequenceBatch(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
 
+    def rows(self, start: int, stop: int) -> SequenceBatch:
+        """Rows start..stop-1, with the padding columns none of them uses cut off."""
+        width = max(int(self.lengths[start:stop].max()), 1)
+        return SequenceBatch(**{f.name: getattr(self, f.name)[start:stop] if f.name in ("users", "lengths")
+                                else getattr(self, f.name)[start:stop, :width] for f in fields(self)})  # fmt: skip
+
 
 class TrainSequences(TorchDataset):
     """The users with at least 2 training events; item i of the dataset is one user's sequence."""

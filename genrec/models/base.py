@@ -77,8 +77,9 @@ class SequentialScorer:
     The item table is computed once per scorer, so build a new scorer after each training step.
     """
 
-    def __init__(self, model: SequentialRecommender) -> None:
+    def __init__(self, model: SequentialRecommender, chunk_rows: int = 64) -> None:
         self.model = model
+        self.chunk_rows = chunk_rows  # users encoded at a time: [rows, L, L] attention stays in cache
         with torch.no_grad():
             self.item_table = model.all_item_vectors()  # [N+1, D]
 
@@ -88,7 +89,14 @@ class SequentialScorer:
         items, times, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
                                        batch.lengths.to(device), self.model.max_len)  # fmt: skip
         lengths = lengths.clamp(min=1)  # an empty history scores from padding alone
-        users = self.model.last_user_vectors(items, times, lengths, batch.target_timestamps.to(device))
+        query_times = batch.target_timestamps.to(device)
+        users = []
+        for start in range(0, len(lengths), self.chunk_rows):
+            rows = slice(start, start + self.chunk_rows)
+            width = int(lengths[rows].max())  # drop the padding columns this chunk does not use
+            users.append(self.model.last_user_vectors(items[rows, :width], times[rows, :width], lengths[rows],
+                                                      query_times[rows]))  # fmt: skip
+        users = torch.cat(users)  # [B, D]
         return users.float() @ self.item_table.float().T  # [B, N+1]
 
 

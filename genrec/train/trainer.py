@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from genrec.config import LossConfig, RunConfig, TrainConfig, to_dict
-from genrec.data.batching import TrainSequences
+from genrec.data.batching import SequenceBatch, TrainSequences
 from genrec.data.splits import Split
 from genrec.errors import DataError, GenrecError
 from genrec.eval.evaluator import evaluate
@@ -43,6 +44,13 @@ BEST_CHECKPOINT = "best.pt"
 
 class TrainingError(GenrecError):
     """Training cannot go on (e.g. the loss became NaN)."""
+
+
+def micro_batch_size(config: TrainConfig, device: torch.device) -> int | None:
+    """Rows per forward/backward pass (None = the whole batch); see `TrainConfig.micro_batch_size`."""
+    if config.micro_batch_size:
+        return config.micro_batch_size
+    return 32 if device.type == "cpu" and config.loss.name != "in-batch" else None
 
 
 def build_loss(config: LossConfig, num_items: int, reduction: str = "mean") -> nn.Module:
@@ -136,6 +144,7 @@ class Trainer:
         t = config.train
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.scheduler = build_schedule(self.optimizer, t, total_steps=t.epochs * len(self.loader))
+        self.micro_batch_size = micro_batch_size(t, self.device)
         self.state = TrainState()
         use_amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_amp else None
@@ -186,30 +195,46 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {epoch}", unit="batch", disable=not self.progress, leave=False)
         for batch in bar:
             batch = batch.to(self.device)
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None):  # fmt: skip
-                hidden = self.module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps)  # [B, L, D]
-                has_target = batch.targets != 0  # [B, L]
-                loss_sum = self.loss(hidden[has_target], batch.targets[has_target], self.model)
-            targets = self.context.all_reduce_sum(has_target.sum().to(torch.float64))
-            loss = loss_sum * self.context.world_size / targets
+            # normalise by the global number of targets so that N processes (and any micro-batching)
+            # take the same step as one process with the whole batch
+            num_targets = self.context.all_reduce_sum((batch.targets != 0).sum().to(torch.float64))
+            scale = self.context.world_size / num_targets
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+            rows = batch.users.numel()
+            starts = range(0, rows, self.micro_batch_size or rows)
+            for i, start in enumerate(starts):
+                part = batch.rows(start, min(start + (self.micro_batch_size or rows), rows))
+                last = i == len(starts) - 1
+                # DDP all-reduces gradients on the last micro-batch only
+                with nullcontext() if last or not self.context.enabled else self.module.no_sync():
+                    part_loss = self._loss(part)
+                    (part_loss * scale).backward()
+                loss_sum += part_loss.detach()
+            loss = loss_sum * scale
             if not torch.isfinite(loss):
                 raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step {self.state.step + 1}; try a "
                                     f"lower train.lr, a train.grad_clip, or train.amp=off")  # fmt: skip
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             if self.train_config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.state.step += 1
             total += loss_sum.item()
-            count += int(has_target.sum())
+            count += int((batch.targets != 0).sum())
             sequences += batch.users.numel()
             bar.set_postfix(loss=f"{total / count:.4f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
         seconds = time.perf_counter() - started
         sums = self.context.all_reduce_sum(torch.tensor([total, count, sequences], dtype=torch.float64))
         return {"loss": float(sums[0] / sums[1]), "seconds": seconds, "sequences_per_s": float(sums[2]) / seconds}
+
+    def _loss(self, batch: SequenceBatch) -> torch.Tensor:
+        """Summed loss over the batch's targets."""
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):  # fmt: skip
+            hidden = self.module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps)  # [B, L, D]
+            has_target = batch.targets != 0  # [B, L]
+            return self.loss(hidden[has_target], batch.targets[has_target], self.model)
 
     @torch.no_grad()
     def evaluate(self, which: str) -> dict[str, float]:
