@@ -105,20 +105,33 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from genrec.export import export_item_embeddings
+
+    out = export_item_embeddings(args.run_dir, args.out, overwrite=args.overwrite)
+    summary = json.loads((out / "export.json").read_text())
+    if args.json:
+        print(json.dumps({"out": str(out), **summary}))
+    else:
+        print(f"{summary['num_items']:,} item embeddings of dimension {summary['dim']} -> {out}")
+        print("files: " + ", ".join(summary["files"]))
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
-    from genrec.config import load_config
-    from genrec.runner import format_table, run
+    from genrec.runner import format_table, quickstart
     from genrec.runs import default_run_dir
 
-    overrides = [f"data.raw={args.raw}"] if args.raw else []
-    config = load_config(None, overrides)
-    out = args.out or default_run_dir("quickstart")
-    print(f"genrec quickstart: {config.model.name} on MovieLens-100K, leave-one-out, full ranking", file=sys.stderr)
-    result = run(config, out, overwrite=args.overwrite)
-    d = result.dataset
+    out = Path(args.out or default_run_dir("quickstart"))
+    print("genrec quickstart: popularity, SASRec and HSTU on MovieLens-100K, leave-one-out, full ranking",
+          file=sys.stderr)  # fmt: skip
+    results = quickstart(out, raw=args.raw, epochs=args.epochs, overwrite=args.overwrite)
+    d = results[0][1].dataset
     print(f"\ndataset: {d.path} ({d.num_users:,} users, {d.num_items:,} items, {d.num_interactions:,} interactions)")
-    print(format_table([(f"{config.model.name} ({k})", m) for k, m in result.metrics.items()]))
-    print(f"\nrun directory: {result.run_dir}")
+    rows = [(f"{config.model.name} ({which})", result.metrics[which]) for which in ("valid", "test")
+            for config, result in results]  # fmt: skip
+    print(format_table(rows))
+    print(f"\nrun directories: {out}/{{{','.join(config.model.name for config, _ in results)}}}")
     return 0
 
 
@@ -186,9 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     tr.set_defaults(func=_train)
 
-    qs = commands.add_parser("quickstart", help="prepare MovieLens-100K, train and evaluate the default model")
+    exp = commands.add_parser("export", help="write a trained run's item embeddings (.npy, id map, .fbin/.u64bin)")
+    exp.add_argument("run_dir", metavar="RUN_DIR")
+    exp.add_argument("--out", help="output folder (default RUN_DIR/export)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    exp.add_argument("--json", action="store_true", help="print the export summary as one JSON object")
+    exp.set_defaults(func=_export)
+
+    qs = commands.add_parser("quickstart", help="prepare MovieLens-100K; train and evaluate popularity, SASRec, HSTU")
     qs.add_argument("--raw", help="local ml-100k folder (default: $GENREC_DATA_DIR/ml-100k, the cache, or download)")
-    qs.add_argument("--out", help="run directory (default runs/quickstart-<time>)")
+    qs.add_argument("--out", help="folder of the run directories (default runs/quickstart-<time>)")
+    qs.add_argument("--epochs", type=int, help="cap the training epochs (a smoke run); default: the recipes'")
     qs.add_argument("--overwrite", action="store_true")
     qs.set_defaults(func=_quickstart)
     return parser

@@ -26,7 +26,7 @@ class DataConfig:
     """Which dataset to use. Either `path` (a prepared dataset) or `source` (+ `raw`, filters)."""
 
     source: str = "ml-100k"  # a `genrec data prepare` SOURCE name
-    raw: str | None = None  # local copy of the raw release; default: $GENREC_DATA_DIR, cache, download
+    raw: str | None = None  # local copy of the raw release ($VARS expanded); default: $GENREC_DATA_DIR, cache, download
     path: str | None = None  # a prepared canonical dataset folder (overrides source/raw)
     min_rating: float | None = None
     dedup: bool = False
@@ -74,10 +74,12 @@ class LossConfig:
 
     name: Literal["full", "sampled", "in-batch"] = "sampled"  # full softmax, uniform negatives, in-batch negatives
     num_negatives: int = 128
-    temperature: float = 0.05  # sampled / in-batch; the full softmax uses 1.0 unless set
+    # logits = scores / temperature. Default: 0.05 when the model's vectors are L2-normalised
+    # (HSTU; SASRec with l2_norm), 1.0 for raw dot products
+    temperature: float | None = None
 
     def __post_init__(self) -> None:
-        if self.num_negatives < 1 or self.temperature <= 0:
+        if self.num_negatives < 1 or (self.temperature is not None and self.temperature <= 0):
             raise ConfigError(f"train.loss: num_negatives must be >= 1 and temperature > 0, got "
                               f"{self.num_negatives} and {self.temperature}")  # fmt: skip
 
@@ -238,13 +240,31 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+RECIPES = Path(__file__).resolve().parent / "configs"  # the shipped recipes (the repository's configs/)
+
+
+def recipe_names() -> list[str]:
+    """The shipped recipes, as names for `load_config`: "ml-1m/hstu", "ml-100k/sasrec", ..."""
+    return sorted(str(p.relative_to(RECIPES).with_suffix("")) for p in RECIPES.rglob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML file path, or the name of a shipped recipe ("ml-1m/hstu")."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    recipe = RECIPES / path.with_suffix(".yaml")
+    if path.suffix in ("", ".yaml") and recipe.is_file():
+        return recipe
+    raise ConfigError(f"config file not found: {path} (nor a shipped recipe of that name; recipes: "
+                      f"{', '.join(recipe_names())})")  # fmt: skip
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """A `RunConfig` from a YAML file (None = defaults) plus `--set` overrides."""
+    """A `RunConfig` from a YAML file or recipe name (None = defaults) plus `--set` overrides."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = resolve_config_path(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

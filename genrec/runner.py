@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,10 @@ def dataset_for(data: DataConfig, download: bool = True) -> Dataset:
     if data.path is not None:
         return Dataset.load(data.path)
     source = get_source(data.source, **data.options)
-    raw_path = source.locate(data.raw, download).resolve()
+    raw = None if data.raw is None else os.path.expandvars(data.raw)  # recipes may say $GENREC_DATA_DIR/...
+    if raw is not None and "$" in raw:
+        raise ConfigError(f"data.raw: {data.raw!r} names an environment variable that is not set")
+    raw_path = source.locate(raw, download).resolve()
     filters = filters_of(data)
     key_text = json.dumps([data.source, source.options(), filters.to_dict(), str(raw_path)], sort_keys=True)
     key = hashlib.sha1(key_text.encode()).hexdigest()[:10]
@@ -138,6 +142,29 @@ def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: b
         shutdown_distributed(context)
 
 
+QUICKSTART_RECIPES = ("ml-100k/popularity", "ml-100k/sasrec", "ml-100k/hstu")
+
+
+def quickstart(out: str | Path, raw: str | None = None, epochs: int | None = None, overwrite: bool = False,
+               progress: bool = True) -> list[tuple[RunConfig, RunResult]]:  # fmt: skip
+    """Run the quickstart recipes on MovieLens-100K, one run directory each under `out`.
+
+    raw: the local ml-100k folder (default: $GENREC_DATA_DIR, the cache, a download).
+    epochs: cap the training epochs of the trained models (a smoke run); default: the recipes'.
+    """
+    from genrec.config import load_config
+
+    results = []
+    for recipe in QUICKSTART_RECIPES:
+        overrides = [f"data.raw={raw}"] if raw else []
+        config = load_config(recipe, overrides)
+        if epochs is not None and config.model.name != "popularity":
+            config = load_config(recipe, [*overrides, f"train.epochs={epochs}"])
+        log.info("quickstart: %s", recipe)
+        results.append((config, run(config, Path(out) / config.model.name, overwrite=overwrite, progress=progress)))
+    return results
+
+
 def format_table(rows: list[tuple[str, dict[str, float]]], columns: list[str] | None = None) -> str:
     """A plain-text table: one row per (label, metrics)."""
     columns = columns or [c for c in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr", "num_users") if c in rows[0][1]]
@@ -150,4 +177,4 @@ def format_table(rows: list[tuple[str, dict[str, float]]], columns: list[str] | 
     return "\n".join(lines)
 
 
-__all__ = ["RunResult", "build_model", "dataset_for", "format_table", "run", "scorer_for", "split_for", "to_dict"]
+__all__ = ["RunResult", "build_model", "dataset_for", "format_table", "quickstart", "run", "scorer_for", "split_for", "to_dict"]

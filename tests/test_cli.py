@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from genrec.cli import main
@@ -31,20 +32,24 @@ def test_prepare_info_and_eval_json(data_dir, tmp_path, capsys):
     assert set(json.loads(stdout)) >= {"hr@3", "ndcg@3", "mrr"} and "hr@10" not in json.loads(stdout)
 
 
-def test_quickstart_writes_a_run_directory(data_dir, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    code, stdout, _ = run_cli(capsys, "quickstart", "--raw", data_dir / "ml-100k", "--out", run_dir)
+def test_quickstart_trains_and_compares_three_models(data_dir, tmp_path, capsys):
+    out = tmp_path / "qs"
+    code, stdout, _ = run_cli(capsys, "quickstart", "--raw", data_dir / "ml-100k", "--out", out, "--epochs", "1")
     assert code == 0
-    assert "popularity (test)" in stdout and "hr@10" in stdout and str(run_dir) in stdout
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["data"]["source"] == "ml-100k" and config["model"]["name"] == "popularity"
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["test"]["num_users"] == 943 and metrics["protocol"] == "leave-one-out"
-    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for name in ("popularity", "sasrec", "hstu"):
+        assert f"{name} (test)" in stdout and f"{name} (valid)" in stdout
+        config = json.loads((out / name / "config.json").read_text())
+        assert config["data"]["source"] == "ml-100k" and config["model"]["name"] == name
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert metrics["test"]["num_users"] == 943 and metrics["protocol"] == "leave-one-out"
+    assert json.loads((out / "hstu" / "config.json").read_text())["train"]["epochs"] == 1
+    log = [json.loads(line) for line in (out / "popularity" / "metrics.jsonl").read_text().splitlines()]
     assert [r["split"] for r in log] == ["valid", "test"]
-    # the run directory evaluates to the same numbers
-    code, stdout, _ = run_cli(capsys, "eval", run_dir, "--json")
-    assert json.loads(stdout)["ndcg@10"] == metrics["test"]["ndcg@10"]
+    # a run directory evaluates to the same numbers
+    for name in ("popularity", "hstu"):
+        code, stdout, _ = run_cli(capsys, "eval", out / name, "--json")
+        expected = json.loads((out / name / "metrics.json").read_text())["test"]["ndcg@10"]
+        assert json.loads(stdout)["ndcg@10"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_train_config_with_overrides_and_errors(data_dir, tmp_path, capsys):

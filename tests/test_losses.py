@@ -99,3 +99,16 @@ def test_uniform_negatives_cover_real_items_only():
     ids, log_q = UniformNegatives(N, 64).sample(torch.ones(50, dtype=torch.long))
     assert ids.shape == (50, 64) and log_q is None
     assert ids.min() >= 1 and ids.max() <= N and len(ids.unique()) == N
+
+
+def test_default_temperature_follows_whether_the_model_normalises():
+    from genrec.config import LossConfig
+    from genrec.models import HSTU, HSTUConfig, SASRec, SASRecConfig
+    from genrec.train.trainer import build_loss
+
+    hstu = HSTU(10, HSTUConfig(max_len=4, dim=8, attention_dim=4, value_dim=4))
+    plain, normed = SASRec(10, SASRecConfig(max_len=4, dim=8)), SASRec(10, SASRecConfig(max_len=4, dim=8, l2_norm=True))
+    assert build_loss(LossConfig(name="full"), hstu).temperature == 0.05
+    assert build_loss(LossConfig(name="full"), plain).temperature == 1.0
+    assert build_loss(LossConfig(name="sampled"), normed).temperature == 0.05
+    assert build_loss(LossConfig(name="in-batch", temperature=0.2), hstu).temperature == 0.2

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,3 +118,30 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(data_dir, model):
 def test_in_batch_negatives_refuse_micro_batches(data_dir):
     with pytest.raises(ConfigError, match="micro_batch_size"):
         tiny(data_dir, "train.loss.name=in-batch", "train.micro_batch_size=16")
+
+
+def test_export_writes_the_item_table_the_evaluator_scores_with(data_dir, tmp_path, capsys):
+    from genrec.export import read_bin
+
+    config = tiny(data_dir, "train.epochs=1")
+    run(config, tmp_path / "run", progress=False)
+    assert main(["export", str(tmp_path / "run"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    out = tmp_path / "run" / "export"
+    assert summary["num_items"] == 1682 and summary["dim"] == 16 and summary["l2_normalised"]
+    vectors = np.load(out / "item_embeddings.npy")
+    dataset = dataset_for(config.data)
+    model = build_model(dataset, config)
+    model.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=False)["model"])
+    expected = model.eval().all_item_vectors()[1:].detach().numpy()
+    np.testing.assert_allclose(vectors, expected, rtol=1e-6)
+    np.testing.assert_array_equal(read_bin(out / "embedding.fbin", np.float32), vectors)
+    np.testing.assert_array_equal(read_bin(out / "id.u64bin", np.uint64)[:, 0], np.arange(1, 1683))
+    raw_ids = json.loads((out / "item_ids.json").read_text())
+    assert raw_ids == dataset.item_raw_ids()[1:] and len(raw_ids) == 1682
+    # a second export refuses to overwrite silently; a run without a checkpoint is a clear error
+    assert main(["export", str(tmp_path / "run")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    RunDir.create(tmp_path / "untrained", config)
+    assert main(["export", str(tmp_path / "untrained")]) == 2
+    assert "best.pt" in capsys.readouterr().err

@@ -27,6 +27,7 @@ class SequentialRecommender(nn.Module, ABC):
 
     num_items: int
     max_len: int
+    normalised: bool = False  # True when user and item vectors are L2-normalised (scores are cosines)
 
     @abstractmethod
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,

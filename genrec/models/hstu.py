@@ -113,6 +113,7 @@ class HSTUBlock(nn.Module):
 
 
 class HSTU(SequentialRecommender):
+    normalised = True
     def __init__(self, num_items: int, config: HSTUConfig) -> None:
         super().__init__()
         self.num_items = num_items

@@ -62,6 +62,7 @@ class SASRec(SequentialRecommender):
         self.num_items = num_items
         self.max_len = config.max_len
         self.config = config
+        self.normalised = config.l2_norm
         self.item_embedding = nn.Embedding(num_items + 1, config.dim, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
         self.dropout = nn.Dropout(config.dropout)

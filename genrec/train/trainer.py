@@ -53,11 +53,15 @@ def micro_batch_size(config: TrainConfig, device: torch.device) -> int | None:
     return 32 if device.type == "cpu" and config.loss.name != "in-batch" else None
 
 
-def build_loss(config: LossConfig, num_items: int, reduction: str = "mean") -> nn.Module:
+def build_loss(config: LossConfig, model: SequentialRecommender, reduction: str = "mean") -> nn.Module:
+    """The loss `config` names, with the temperature defaulted from whether `model` normalises its vectors."""
+    temperature = config.temperature
+    if temperature is None:
+        temperature = 0.05 if model.normalised else 1.0
     if config.name == "full":
-        return FullSoftmaxLoss(reduction=reduction)
+        return FullSoftmaxLoss(temperature, reduction=reduction)
     sampler_cls = UniformNegatives if config.name == "sampled" else InBatchNegatives
-    return SampledSoftmaxLoss(sampler_cls(num_items, config.num_negatives), config.temperature, reduction=reduction)
+    return SampledSoftmaxLoss(sampler_cls(model.num_items, config.num_negatives), temperature, reduction=reduction)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -128,7 +132,7 @@ class Trainer:
         self.module: nn.Module = DistributedDataParallel(model) if context.enabled else model
         # summed here and divided by the global number of targets, so that N processes take the
         # same step as one process with the whole batch (DDP averages gradients over processes)
-        self.loss = build_loss(config.train.loss, model.num_items, reduction="sum")
+        self.loss = build_loss(config.train.loss, model, reduction="sum")
         self.progress = progress and context.is_main
         self.dataset = TrainSequences(split.train, model.max_len)
         if len(self.dataset) == 0:
