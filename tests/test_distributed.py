@@ -4,18 +4,11 @@ number of targets, and evaluation is sharded then summed."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import yaml
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_gloo_processes_match_one(data_dir, tmp_path):
@@ -32,9 +25,9 @@ def test_two_gloo_processes_match_one(data_dir, tmp_path):
     single = subprocess.run([sys.executable, "-m", "genrec", "train", str(path), "--out", str(tmp_path / "one"),
                              "--json"], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert single.returncode == 0, single.stderr[-2000:]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", "-m", "genrec", "train", str(path), "--out", str(tmp_path / "two"),
-               "--json"]  # fmt: skip
+    # --standalone: torchrun picks a free port itself (no race with other processes for a fixed one)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "genrec",
+               "train", str(path), "--out", str(tmp_path / "two"), "--json"]  # fmt: skip
     double = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = json.loads(single.stdout), json.loads(double.stdout)  # only rank 0 prints
