@@ -106,7 +106,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from genrec.export import export_item_embeddings
+    from genrec.serve.export import export_item_embeddings
 
     out = export_item_embeddings(args.run_dir, args.out, overwrite=args.overwrite)
     summary = json.loads((out / "export.json").read_text())

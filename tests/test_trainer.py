@@ -121,7 +121,7 @@ def test_in_batch_negatives_refuse_micro_batches(data_dir):
 
 
 def test_export_writes_the_item_table_the_evaluator_scores_with(data_dir, tmp_path, capsys):
-    from genrec.export import read_bin
+    from genrec.serve.export import read_bin
 
     config = tiny(data_dir, "train.epochs=1")
     run(config, tmp_path / "run", progress=False)
