@@ -21,8 +21,10 @@ def _data_prepare(args: argparse.Namespace) -> int:
                                               "items_id_col")}  # fmt: skip
     if args.text_cols is not None:
         options["text_cols"] = [c for c in args.text_cols.split(",") if c]
-    options.update(name=args.name, category=args.category, five_core=False if args.all_reviews else None)
-    filters = Filters(min_rating=args.min_rating, dedup=args.dedup, user_core=args.user_core, item_core=args.item_core)
+    options.update(name=args.name, category=args.category, five_core=False if args.all_reviews else None,
+                   ratings_only=True if args.ratings_only else None)
+    filters = Filters(min_rating=args.min_rating, dedup=args.dedup, user_core=args.user_core, item_core=args.item_core,
+                      core_once=args.core_once)  # fmt: skip
     dataset = prepare_dataset(args.source, args.out, raw=args.raw, filters=filters, overwrite=args.overwrite,
                               download=not args.no_download, **options)  # fmt: skip
     _print_info(dataset.summary(), args.json)
@@ -157,10 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--dedup", action="store_true", help="keep only the first event of each (user, item) pair")
     filters.add_argument("--user-core", type=int, default=0, help="k-core: users need at least this many events")
     filters.add_argument("--item-core", type=int, default=0, help="k-core: items need at least this many events")
+    filters.add_argument("--core-once", action="store_true",
+                         help="apply the core limits in one pass on the raw counts, not iterated (generative-recommenders)")
     prepared = prep.add_argument_group("sources whose folder can hold several datasets")
     prepared.add_argument("--name", help="dataset name (letter, recbole, minionerec, hllm-csv), e.g. Office_Products")
     prepared.add_argument("--category", help="Amazon category (amazon2014, amazon2018), e.g. Beauty")
     prepared.add_argument("--all-reviews", action="store_true", help="amazon2018: read <Category>.json.gz, not the 5-core")
+    prepared.add_argument("--ratings-only", action="store_true",
+                          help="amazon2014: read ratings_<Category>.csv (all ratings, no header), not the 5-core reviews")
     generic = prep.add_argument_group("csv / parquet / hllm-csv sources: column mapping")
     generic.add_argument("--user-col", help="user id column (default user_id)")
     generic.add_argument("--item-col", help="item id column (default item_id)")

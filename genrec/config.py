@@ -32,6 +32,7 @@ class DataConfig:
     dedup: bool = False
     user_core: int = 0
     item_core: int = 0
+    core_once: bool = False  # one counting pass instead of the iterated k-core (generative-recommenders' Amazon)
     options: dict[str, Any] = field(default_factory=dict)  # source options (column names of the csv source)
 
     def __post_init__(self) -> None:

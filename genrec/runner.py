@@ -56,7 +56,8 @@ def _load_trained(dataset: Dataset, split: Split, config: RunConfig, run_dir: Pa
 
 
 def filters_of(data: DataConfig) -> Filters:
-    return Filters(min_rating=data.min_rating, dedup=data.dedup, user_core=data.user_core, item_core=data.item_core)
+    return Filters(min_rating=data.min_rating, dedup=data.dedup, user_core=data.user_core, item_core=data.item_core,
+                   core_once=data.core_once)
 
 
 def dataset_for(data: DataConfig, download: bool = True) -> Dataset:

@@ -49,6 +49,23 @@ def test_amazon2014_python_literal_metadata(tmp_path):
     assert ds.interactions["rating"].to_pylist() == [1.0, 5.0, 4.0, 3.0]
 
 
+def test_amazon2014_ratings_only_csv_as_generative_recommenders_reads_it(tmp_path):
+    from genrec.data import Filters
+
+    raw = tmp_path / "amazon"
+    lines = [f"U{u},B{i},{1 + (u + i) % 5}.0,{1000 + 10 * i + u}" for u in range(8) for i in range(6) if (u + i) % 3]
+    lines += ["U1,B9,5.0,999", "U99,B0,4.0,5"]  # an item and a user with one rating each
+    write_lines(raw / "ratings_Books.csv", lines)
+    ds = prepare_dataset("amazon2014", tmp_path / "ds", raw=raw, ratings_only=True,
+                         filters=Filters(user_core=2, item_core=2, core_once=True))  # fmt: skip
+    assert "B9" not in ds.item_raw_ids() and "U99" not in ds.user_raw_ids()
+    assert ds.num_interactions == len(lines) - 2 and ds.manifest["source_options"]["ratings_only"] is True
+    assert ds.items.column_names == ["item", "raw_id"]  # no metadata file: ids only
+    write_lines(raw / "ratings_Books.csv", ["U1,B1,5.0,100", "U1,B2,five,200"])
+    with pytest.raises(DataError, match="ratings_Books.csv"):
+        prepare_dataset("amazon2014", tmp_path / "bad", raw=raw, ratings_only=True)
+
+
 def test_amazon2018_json_metadata_with_duplicates(tmp_path):
     raw = tmp_path / "amazon"
     write_gz(raw / "Office_Products_5.json.gz", [json.dumps(r) for r in REVIEWS])

@@ -33,6 +33,18 @@ def test_k_core_matches_brute_force():
     assert 0 < len(expected) < 800
 
 
+def test_core_once_counts_the_raw_events_in_one_pass():
+    rng = np.random.default_rng(1)
+    users = rng.integers(0, 60, 800)
+    items = (rng.pareto(1.2, 800) * 5).astype(np.int64) % 90
+    keep, _ = Filters(user_core=5, item_core=4, core_once=True).apply(users, items, None)
+    user_counts, item_counts = np.bincount(users), np.bincount(items)
+    expected = np.flatnonzero((user_counts[users] >= 5) & (item_counts[items] >= 4))
+    assert keep.tolist() == expected.tolist()
+    iterated, _ = Filters(user_core=5, item_core=4).apply(users, items, None)
+    assert set(iterated.tolist()) < set(keep.tolist())  # one pass keeps a superset of the k-core
+
+
 def test_rating_threshold_then_dedup_keeps_first_event():
     users = np.array([0, 0, 0, 1, 1])
     items = np.array([5, 5, 6, 5, 5])
@@ -47,7 +59,7 @@ def test_filters_in_prepare_and_manifest(tmp_path):
     ds = prepare_dataset("csv", tmp_path / "ds", raw=tmp_path / "e.csv", user_col="u", item_col="i", time_col="t",
                          rating_col="r", filters=Filters(min_rating=4, dedup=True))  # fmt: skip
     assert ds.num_interactions == 3 and ds.num_items == 2
-    assert ds.manifest["filters"] == {"min_rating": 4.0, "dedup": True, "user_core": 0, "item_core": 0}
+    assert ds.manifest["filters"] == {"min_rating": 4.0, "dedup": True, "user_core": 0, "item_core": 0, "core_once": False}
     assert ds.manifest["filter_report"] == {"raw": 5, "after_min_rating": 4, "after_dedup": 3}
     assert ds.user_raw_ids() == [None, "a", "b"]
 

@@ -17,12 +17,15 @@ class Filters:
     dedup: keep only the first (earliest) event of each (user, item) pair.
     user_core / item_core: iteratively drop users with fewer than `user_core` events and items
         with fewer than `item_core` events until both hold (k-core; 0 = off).
+    core_once: count events once, before any is dropped, and drop both kinds in that one pass
+        (generative-recommenders' Amazon preprocessing); users or items may end below the core.
     """
 
     min_rating: float | None = None
     dedup: bool = False
     user_core: int = 0
     item_core: int = 0
+    core_once: bool = False
 
     def __post_init__(self) -> None:
         if self.user_core < 0 or self.item_core < 0:
@@ -53,16 +56,17 @@ class Filters:
             keep = keep[np.sort(first)]
             report["after_dedup"] = len(keep)
         if self.user_core > 1 or self.item_core > 1:
-            keep = _k_core(users, items, keep, self.user_core, self.item_core)
+            keep = _k_core(users, items, keep, self.user_core, self.item_core, once=self.core_once)
             report["after_k_core"] = len(keep)
         return keep, report
 
 
-def _k_core(users: np.ndarray, items: np.ndarray, keep: np.ndarray, user_core: int, item_core: int) -> np.ndarray:
+def _k_core(users: np.ndarray, items: np.ndarray, keep: np.ndarray, user_core: int, item_core: int,
+            once: bool = False) -> np.ndarray:  # fmt: skip
     num_users, num_items = int(users.max(initial=0)) + 1, int(items.max(initial=0)) + 1
     while True:
         u, i = users[keep], items[keep]
         ok = (np.bincount(u, minlength=num_users)[u] >= user_core) & (np.bincount(i, minlength=num_items)[i] >= item_core)
-        if ok.all():
-            return keep
+        if ok.all() or once:
+            return keep[ok]
         keep = keep[ok]

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from genrec.data.sources.base import RawTables, Source, check_no_nulls
-from genrec.data.sources.readers import require_file
+from genrec.data.sources.readers import read_table, require_file
 from genrec.errors import DataError
 
 REVIEW_SCHEMA = pa.schema([("reviewerID", pa.string()), ("asin", pa.string()), ("overall", pa.float64()),
@@ -153,10 +153,11 @@ class _Amazon(Source):
             raise DataError(f"{raw}: found {len(found)} categories ({', '.join(found) or 'none'}); choose one with --category")
         return found[0]
 
-    def _read(self, raw: Path, reviews: Path, meta: Path, parse: Callable, fields: dict, info: dict) -> RawTables:
+    def _read(self, raw: Path, reviews: Path, meta: Path, parse: Callable, fields: dict, info: dict,
+              read_events: Callable[[Path], pa.Table] | None = None) -> RawTables:  # fmt: skip
         if not raw.is_dir():
             raise DataError(f"--raw {raw}: expected the folder holding the review and metadata files")
-        events = read_reviews(reviews)
+        events = (read_events or read_reviews)(reviews)
         files, items, duplicates = [reviews], None, 0
         if meta.is_file():
             items, duplicates = read_metadata(meta, set(events["item"].unique().to_pylist()), parse, fields)
@@ -167,15 +168,40 @@ class _Amazon(Source):
 
 
 class Amazon2014(_Amazon):
+    """ratings_only: read the ratings-only `ratings_<Category>.csv` (no header: user, item, rating,
+    time; every rating, not the 5-core), the file generative-recommenders' Amazon Books comes from."""
+
     name = "amazon2014"
 
+    def __init__(self, category: str | None = None, ratings_only: bool = False) -> None:
+        super().__init__(category)
+        self.ratings_only = ratings_only
+
+    def options(self) -> dict[str, Any]:
+        return {"category": self.category, "ratings_only": self.ratings_only}
+
     def read(self, raw: Path) -> RawTables:
-        category = self._category(raw, re.compile(r"reviews_(.+)_5\.json\.gz"))
         fields = {"title": "title", "brand": "brand", "categories": "categories", "description": "description"}
+        if self.ratings_only:
+            category = self._category(raw, re.compile(r"ratings_(.+)\.csv"))
+            return self._read(raw, raw / f"ratings_{category}.csv", raw / f"meta_{category}.json.gz", ast.literal_eval,
+                              fields, {"follows": "Amazon 2014 ratings-only file as released (generative-recommenders' "
+                                                  "'amzn-books': add user_core=5, item_core=5, core_once=true)"},
+                              read_events=read_ratings_csv)  # fmt: skip
+        category = self._category(raw, re.compile(r"reviews_(.+)_5\.json\.gz"))
         return self._read(raw, raw / f"reviews_{category}_5.json.gz", raw / f"meta_{category}.json.gz",
                           ast.literal_eval, fields,
                           {"follows": "Amazon 2014 5-core reviews as released (the SASRec / TIGER / LETTER 'Beauty', "
                                       "'Sports', 'Toys' and HLLM 'Books' source); add filters explicitly"})  # fmt: skip
+
+
+def read_ratings_csv(path: Path) -> pa.Table:
+    """Events of a headerless `ratings_<Category>.csv` (user, item, rating, unix time), in file order."""
+    table = read_table(require_file(path), {"user": pa.string(), "item": pa.string(), "rating": pa.float32(),
+                                            "timestamp": pa.int64()}, ",",
+                       column_names=["user", "item", "rating", "timestamp"])  # fmt: skip
+    check_no_nulls(table, table.column_names, str(path))
+    return table.select(["user", "item", "timestamp", "rating"])
 
 
 class Amazon2018(_Amazon):
