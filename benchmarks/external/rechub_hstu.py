@@ -25,10 +25,11 @@ What it does
     --samples last     (default, the runs reported) one sample per user and epoch: the longest
                        prefix (the training sequence without its last item -> its last item), loss
                        at every position of it. This is the last sample of torch-rechub's sliding
-                       window; it is what genrec trains on (one sequence per user).
+                       window; genrec's trainer also uses one sequence per user (its last 201 events).
     --samples sliding  torch-rechub's recipe verbatim: every prefix of every user is a sample
-                       (N-1 per user, ~97k on ML-100K). On 2 CPU cores that is ~20 min per epoch on
-                       ML-100K, so it does not fit the budget of this benchmark beyond 1 epoch.
+                       (N-1 per user, ~97k on ML-100K). On 2 shared CPU cores (41-115 samples/s)
+                       that is 14-40 min per epoch on ML-100K, so it does not fit this benchmark's
+                       budget (~20 min per dataset) beyond one epoch; implemented, not run.
 * Evaluation cases: the history of case c (sequences.items[history_start:history_end]) is built
   the same way (last 200, left-padded, time_diffs from the last history event); its score row is
   the model's logits at the last position. Raw logits are written (no masking); genrec's evaluator
@@ -58,8 +59,9 @@ Kept from torch-rechub's recipe (no genrec equivalent, or genrec differs by desi
     the sliding window; those sizes were replaced by genrec's as above.
 
 Outputs (in the exchange folder): scores_valid.npy and scores_test.npy (float32 [C, N+1], best
-epoch) and rechub_hstu.json (settings, versions, per-epoch wall seconds / sequences/s / loss /
-valid NDCG@10, best epoch, peak RSS, evaluation seconds, genrec's metrics).
+epoch) and rechub_hstu.json (settings, versions, per epoch: wall and process-CPU seconds,
+sequences/s, loss, valid NDCG@10, 1-min load average; best epoch, peak RSS, evaluation seconds,
+genrec's metrics).
 """
 
 from __future__ import annotations
@@ -128,8 +130,8 @@ def score(model: HSTUModel, tokens: np.ndarray, diffs: np.ndarray, batch_size: i
     model.eval()
     rows = []
     for b in range(0, len(tokens), batch_size):
-        x = torch.from_numpy(tokens[b:b + batch_size])
-        t = torch.from_numpy(diffs[b:b + batch_size])
+        x = torch.from_numpy(tokens[b : b + batch_size])
+        t = torch.from_numpy(diffs[b : b + batch_size])
         logits = model(x, t)[:, -1, :].float()
         logits[:, 0] = -1e9
         rows.append(logits.numpy())
@@ -151,11 +153,21 @@ def quick_ndcg10(scores: np.ndarray, cases: dict, seq_items: np.ndarray) -> floa
 
 
 def genrec_evaluate(python: str, folder: Path, which: str) -> tuple[dict, float]:
-    cmd = [python, str(REPO_ROOT / "benchmarks/external/exchange.py"), "evaluate", str(folder),
-           "--scores", str(folder / f"scores_{which}.npy"), "--which", which, "--json"]
+    cmd = [
+        python,
+        str(REPO_ROOT / "benchmarks/external/exchange.py"),
+        "evaluate",
+        str(folder),
+        "--scores",
+        str(folder / f"scores_{which}.npy"),
+        "--which",
+        which,
+        "--json",
+    ]
     start = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    )
     return json.loads(out.stdout.strip().splitlines()[-1]), time.perf_counter() - start
 
 
@@ -224,22 +236,28 @@ def main() -> None:
     since_best = 0
     start = time.perf_counter()
     for epoch in range(1, args.max_epochs + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = trainer.train_one_epoch(loader)
-        train_s = time.perf_counter() - t0
+        train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         t1 = time.perf_counter()
         valid_scores = score(model, *inputs["valid"], args.eval_batch_size)
         score_s = time.perf_counter() - t1
         ndcg = quick_ndcg10(valid_scores, cases["valid"], seq["items"])
         eval_s = time.perf_counter() - t1
-        record = {"epoch": epoch, "loss": loss, "train_seconds": train_s, "sequences_per_s": len(tokens) / train_s,
+        record = {"epoch": epoch, "loss": loss, "train_seconds": train_s, "train_cpu_seconds": train_cpu_s,
+                  "sequences_per_s": len(tokens) / train_s,
                   "positions_per_s": trained_tokens / train_s, "valid_score_seconds": score_s,
                   "valid_eval_seconds": eval_s, "valid_ndcg@10": ndcg,
                   "loadavg_1min": os.getloadavg()[0]}  # fmt: skip
         log["epochs"].append(record)
         improved = ndcg > best["ndcg"]
         if improved:
-            best = {"ndcg": ndcg, "epoch": epoch, "state": copy.deepcopy(model.state_dict()), "valid_scores": valid_scores}
+            best = {
+                "ndcg": ndcg,
+                "epoch": epoch,
+                "state": copy.deepcopy(model.state_dict()),
+                "valid_scores": valid_scores,
+            }
             since_best = 0
         else:
             since_best += 1
@@ -266,6 +284,7 @@ def main() -> None:
     log.update({
         "epochs_trained": len(epochs), "best_epoch": best["epoch"], "best_valid_ndcg@10_inprocess": best["ndcg"],
         "mean_train_seconds_per_epoch": float(np.mean([e["train_seconds"] for e in epochs])),
+        "mean_train_cpu_seconds_per_epoch": float(np.mean([e["train_cpu_seconds"] for e in epochs])),
         "mean_sequences_per_s": float(np.mean([e["sequences_per_s"] for e in epochs])),
         "mean_valid_eval_seconds": float(np.mean([e["valid_eval_seconds"] for e in epochs])),
         "test_score_seconds": test_score_s, "num_test_cases": len(test_scores),
@@ -278,7 +297,9 @@ def main() -> None:
             log[f"genrec_{which}_eval_seconds"] = seconds
             print(f"genrec {which}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
     (folder / args.log).write_text(json.dumps(log, indent=2))
-    print(f"best epoch {best['epoch']} of {len(epochs)}; peak RSS {log['peak_rss_mib']:.0f} MiB; log {folder / args.log}")
+    print(
+        f"best epoch {best['epoch']} of {len(epochs)}; peak RSS {log['peak_rss_mib']:.0f} MiB; log {folder / args.log}"
+    )
 
 
 if __name__ == "__main__":
