@@ -75,3 +75,14 @@ def test_console_entry_point():
     result = subprocess.run([sys.executable, "-m", "genrec", "--help"], capture_output=True, text=True, check=True)
     for command in ("data", "eval", "train", "quickstart"):
         assert command in result.stdout
+
+
+def test_data_raw_expands_environment_variables(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GENREC_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("GENREC_NOT_SET", raising=False)
+    code, stdout, _ = run_cli(capsys, "train", "ml-100k/popularity", "--set", "data.raw=$GENREC_DATA_DIR/ml-100k",
+                              "--out", tmp_path / "r", "--json")  # fmt: skip
+    assert code == 0 and json.loads(stdout)["test"]["num_users"] == 943
+    code, _, stderr = run_cli(capsys, "train", "ml-100k/popularity", "--set", "data.raw=$GENREC_NOT_SET/ml-100k",
+                              "--out", tmp_path / "r2")  # fmt: skip
+    assert code == 2 and "GENREC_NOT_SET" in stderr and "not set" in stderr
