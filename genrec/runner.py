@@ -5,6 +5,7 @@ The CLI calls these functions and nothing else, so everything it does is also a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -160,7 +161,7 @@ def quickstart(out: str | Path, raw: str | None = None, epochs: int | None = Non
         overrides = [f"data.raw={raw}"] if raw else []
         config = load_config(recipe, overrides)
         if epochs is not None and config.model.name != "popularity":
-            config = load_config(recipe, [*overrides, f"train.epochs={epochs}"])
+            config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
         log.info("quickstart: %s", recipe)
         results.append((config, run(config, Path(out) / config.model.name, overwrite=overwrite, progress=progress)))
     return results

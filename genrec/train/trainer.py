@@ -201,16 +201,17 @@ class Trainer:
             batch = batch.to(self.device)
             # normalise by the global number of targets so that N processes (and any micro-batching)
             # take the same step as one process with the whole batch
-            num_targets = self.context.all_reduce_sum((batch.targets != 0).sum().to(torch.float64))
-            scale = self.context.world_size / num_targets
+            local_targets = (batch.targets != 0).sum()
+            scale = self.context.world_size / self.context.all_reduce_sum(local_targets.to(torch.float64))
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
             rows = batch.users.numel()
-            starts = range(0, rows, self.micro_batch_size or rows)
-            for i, start in enumerate(starts):
-                part = batch.rows(start, min(start + (self.micro_batch_size or rows), rows))
-                last = i == len(starts) - 1
+            step = self.micro_batch_size or rows
+            starts = range(0, rows, step)
+            for start in starts:
+                part = batch.rows(start, min(start + step, rows))
                 # DDP all-reduces gradients on the last micro-batch only
+                last = start == starts[-1]
                 with nullcontext() if last or not self.context.enabled else self.module.no_sync():
                     part_loss = self._loss(part)
                     (part_loss * scale).backward()
@@ -225,8 +226,8 @@ class Trainer:
             self.scheduler.step()
             self.state.step += 1
             total += loss_sum.item()
-            count += int((batch.targets != 0).sum())
-            sequences += batch.users.numel()
+            count += int(local_targets)
+            sequences += rows
             bar.set_postfix(loss=f"{total / count:.4f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
         seconds = time.perf_counter() - started
         sums = self.context.all_reduce_sum(torch.tensor([total, count, sequences], dtype=torch.float64))
