@@ -67,9 +67,10 @@ def _eval(args: argparse.Namespace) -> int:
     dataset = dataset_for(config.data)
     split = split_for(dataset, config)
     scorer = scorer_for(dataset, split, config, None if args.run_dir is None else Path(args.run_dir))
-    metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=not args.json)
+    metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=not args.json, cold=args.cold)
     if args.json:
-        print(json.dumps({"model": config.model.name, "split": args.split, "protocol": split.protocol, **metrics}))
+        cold = {} if args.cold is None else {"cold_max_train_count": args.cold}
+        print(json.dumps({"model": config.model.name, "split": args.split, "protocol": split.protocol, **cold, **metrics}))
     else:
         print(format_table([(f"{config.model.name} ({args.split})", metrics)], columns=list(metrics)))
     return 0
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--protocol", choices=["auto", "leave-one-out", "time", "user", "predefined"],
                     help="default auto: the dataset's own split if it has one, else leave-one-out")
     ev.add_argument("--ks", help="comma-separated cutoffs (default 1,5,10,50,200)")
+    ev.add_argument("--cold", type=int, metavar="N",
+                    help="only the cases whose target item has at most N training interactions (cold items)")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. eval.mask_history=false")
     ev.add_argument("--json", action="store_true", help="print one JSON object to stdout")

@@ -73,13 +73,26 @@ class EvalConfig:
 class LossConfig:
     """The training loss (see `genrec.train.losses`)."""
 
-    name: Literal["full", "sampled", "in-batch"] = "sampled"  # full softmax, uniform negatives, in-batch negatives
+    # full softmax | uniform negatives | in-batch negatives with logQ |
+    # infonce = HLLM's: in-batch negatives plus a shared pool of num_negatives uniform items
+    name: Literal["full", "sampled", "in-batch", "infonce"] = "sampled"
     num_negatives: int = 128
     # logits = scores / temperature. Default: 0.05 when the model's vectors are L2-normalised
     # (HSTU; SASRec with l2_norm), 1.0 for raw dot products
     temperature: float | None = None
+    learn_temperature: bool = False  # infonce: learn the temperature (clamped to >= 0.01), as HLLM
+    false_negative_threshold: float | None = None  # infonce: mask negatives this similar (cosine) to the positive
+
+    @property
+    def uses_whole_batch(self) -> bool:
+        """True when the negatives come from the rest of the batch (so it cannot be micro-batched)."""
+        return self.name in ("in-batch", "infonce")
 
     def __post_init__(self) -> None:
+        if self.learn_temperature and self.name != "infonce":
+            raise ConfigError(f"train.loss.learn_temperature is only supported by the infonce loss, not {self.name!r}")
+        if self.false_negative_threshold is not None and self.name != "infonce":
+            raise ConfigError("train.loss.false_negative_threshold is only supported by the infonce loss")
         if self.num_negatives < 1 or (self.temperature is not None and self.temperature <= 0):
             raise ConfigError(f"train.loss: num_negatives must be >= 1 and temperature > 0, got "
                               f"{self.num_negatives} and {self.temperature}")  # fmt: skip
@@ -100,6 +113,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 after the warmup
     warmup_steps: int = 0
+    warmup_fraction: float | None = None  # warmup as a fraction of all steps (HLLM: 0.1); overrides warmup_steps
     grad_clip: float | None = None  # max global gradient norm
     eval_every: int = 1  # epochs between validation passes
     patience: int | None = 10  # stop after this many validations without improvement (None: never)
@@ -114,11 +128,13 @@ class TrainConfig:
             raise ConfigError("train.epochs, train.batch_size and train.eval_every must be >= 1")
         if self.micro_batch_size < 0:
             raise ConfigError(f"train.micro_batch_size must be >= 0 (0 = auto), got {self.micro_batch_size}")
-        if self.loss.name == "in-batch" and 0 < self.micro_batch_size < self.batch_size:
-            raise ConfigError("train.micro_batch_size: in-batch negatives come from the whole batch, so it cannot be "
+        if self.loss.uses_whole_batch and 0 < self.micro_batch_size < self.batch_size:
+            raise ConfigError(f"train.micro_batch_size: {self.loss.name} negatives come from the whole batch, so it cannot be "
                               "split into micro-batches; set train.micro_batch_size=0")
         if self.lr <= 0 or len(self.betas) != 2:
             raise ConfigError(f"train.lr must be > 0 and train.betas two numbers, got {self.lr}, {self.betas}")
+        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"train.patience must be >= 1 or null, got {self.patience}")
 
@@ -141,6 +157,10 @@ class RunConfig:
         if self.train.metric not in names:
             raise ConfigError(f"train.metric: {self.train.metric!r} is not computed; with eval.ks={self.eval.ks} "
                               f"the metrics are {', '.join(names)}")  # fmt: skip
+        if getattr(self.model, "end_to_end", False) and self.train.loss.name != "infonce":
+            raise ConfigError(f"model.item_llm.train={self.model.item_llm.train} runs the item LLM on each batch's items "  # type: ignore[attr-defined]
+                              f"only, which the {self.train.loss.name!r} loss cannot do (it scores the whole catalogue): "
+                              f"set train.loss.name=infonce")  # fmt: skip
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
@@ -153,8 +173,21 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"unknown config key {key!r}; valid keys{' of ' + where if where else ''}: {', '.join(names)}")
+    data = {k: _with_model_defaults(cls, k, v) if hints[k] is ModelConfig else v for k, v in data.items()}
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _with_model_defaults(cls: type, key: str, value: Any) -> Any:
+    """A nested model section (HLLM's `user`) starts from its field's default model, so `--set
+    model.user.dim=32` changes one key of the default user model instead of replacing it."""
+    default_factory = next(f.default_factory for f in dataclasses.fields(cls) if f.name == key)
+    if not isinstance(value, dict) or default_factory is dataclasses.MISSING:
+        return value
+    default = default_factory()
+    if value.get("name", default.name) != default.name:
+        return value
+    return {**to_dict(default), **value}
 
 
 def _type_name(tp: Any) -> str:

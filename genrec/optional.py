@@ -9,9 +9,10 @@ from genrec.errors import GenrecError
 
 # module name -> the pip extra of genrec that provides it
 EXTRAS = {
-    "transformers": "hllm",
-    "accelerate": "hllm",
-    "peft": "lora",
+    "transformers": "llm",
+    "accelerate": "llm",
+    "peft": "llm",
+    "gguf": "llm",
     "trl": "rl",
     "faiss": "ann",
     "matplotlib": "plot",

@@ -37,14 +37,15 @@ def _fit_popularity(dataset: Dataset, split: Split, config: RunConfig) -> Scorer
     return Popularity(dataset.num_items).fit(split.train)
 
 
-def build_model(dataset: Dataset, config: RunConfig) -> SequentialRecommender:
+def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> SequentialRecommender:
     """A fresh sequential model for `dataset`, after checking the config fits the data."""
     model_config = config.model
     if getattr(model_config, "time_buckets", 0) and not dataset.has_timestamps:
         raise ConfigError(f"the dataset at {dataset.path} has no timestamps, but model {model_config.name!r} uses a "
                           f"time bias: set model.time_buckets=0 (position bias only)")  # fmt: skip
     torch.manual_seed(config.seed)
-    return SEQUENTIAL_MODELS[model_config.name](dataset.num_items, model_config)
+    device = resolve_device(config.train.device)
+    return SEQUENTIAL_MODELS[model_config.name].for_dataset(dataset, model_config, device, progress)
 
 
 def _load_trained(dataset: Dataset, split: Split, config: RunConfig, run_dir: Path | None = None) -> Scorer:
@@ -88,9 +89,11 @@ def split_for(dataset: Dataset, config: RunConfig) -> Split:
 
 
 def evaluate_split(scorer: Scorer, dataset: Dataset, split: Split, which: str, config: RunConfig,
-                   progress: bool = True) -> dict[str, float]:  # fmt: skip
+                   progress: bool = True, cold: int | None = None) -> dict[str, float]:  # fmt: skip
+    """Metrics of `scorer` on the `which` cases; `cold`: only targets with at most that many training events."""
     e = config.eval
-    return evaluate(scorer, split.sequences, split.cases(which), dataset.num_items, ks=e.ks,
+    cases = split.cases(which) if cold is None else split.cold_cases(which, cold)
+    return evaluate(scorer, split.sequences, cases, dataset.num_items, ks=e.ks,
                     batch_size=e.batch_size, mask_history=e.mask_history, progress=progress, desc=f"eval {which}")  # fmt: skip
 
 
@@ -132,7 +135,7 @@ def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: b
             for which in ("valid", "test"):
                 run_dir.log_metrics({"split": which, "final": True, **metrics[which]})
         else:
-            trainer = Trainer(build_model(dataset, config), split, config, run_dir, context, progress=progress)
+            trainer = Trainer(build_model(dataset, config, progress), split, config, run_dir, context, progress=progress)
             if resume:
                 trainer.resume(run_dir.path / LAST_CHECKPOINT)
             metrics = trainer.fit()

@@ -73,6 +73,13 @@ class Split:
             raise unknown_name("split", name, ["valid", "test"])
         return self.valid if name == "valid" else self.test
 
+    def cold_cases(self, name: str, max_train_count: int) -> EvalCases:
+        """The cases of `name` whose target item occurs at most `max_train_count` times in training
+        (cold and long-tail items: where item text should help most)."""
+        cases = self.cases(name)
+        counts = np.bincount(self.train.items, minlength=int(cases.targets.max(initial=0)) + 1)
+        return cases.take(np.flatnonzero(counts[cases.targets] <= max_train_count))
+
 
 def leave_one_out(sequences: Sequences) -> Split:
     """Last event = test target, second-to-last = validation target, the rest = training.

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from genrec.eval.evaluator import EvalBatch
+
+if TYPE_CHECKING:
+    from genrec.data.dataset import Dataset
 
 
 @dataclass
@@ -44,6 +48,12 @@ class SequentialRecommender(nn.Module, ABC):
                 query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Same as `encode` (so DistributedDataParallel can wrap the model)."""
         return self.encode(items, timestamps, lengths, query_timestamps)
+
+    @classmethod
+    def for_dataset(cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None,
+                    progress: bool = True) -> SequentialRecommender:  # fmt: skip
+        """A fresh model for `dataset` (models that read item text or features override this)."""
+        return cls(dataset.num_items, config)  # type: ignore[call-arg]
 
     @abstractmethod
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:

@@ -127,3 +127,49 @@ class SampledSoftmaxLoss(nn.Module):
                           negatives == positives.unsqueeze(1)], dim=1)  # fmt: skip
         logits = logits.masked_fill(same, -math.inf)
         return F.cross_entropy(logits, torch.zeros_like(positives), reduction=self.reduction)
+
+
+class SharedPoolInfoNCE(nn.Module):
+    """HLLM's InfoNCE: every positive is scored against the batch's other positives (in-batch
+    negatives) and a pool of `num_negatives` uniform items shared by the whole batch.
+
+    Candidates are de-duplicated, so the item vectors are computed once per distinct item (what an
+    item LLM trained end to end needs) and a negative never equals its row's positive. The
+    temperature can be learned (as a log scale, clamped so that it stays >= 1 / max_scale, as in the
+    reference). Optionally, negatives whose item vector is more similar to the positive's than
+    `false_negative_threshold` (cosine) are masked, as HLLM does for near-duplicate items.
+    """
+
+    def __init__(self, num_items: int, num_negatives: int = 512, temperature: float = 0.07,
+                 learn_temperature: bool = False, false_negative_threshold: float | None = None,
+                 max_scale: float = 100.0, reduction: str = "mean") -> None:  # fmt: skip
+        super().__init__()
+        if temperature <= 0 or 1 / temperature > max_scale:
+            raise ValueError(f"temperature must be in [{1 / max_scale}, inf), got {temperature}")
+        self.num_items = num_items
+        self.num_negatives = num_negatives
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)), requires_grad=learn_temperature)
+        self.max_log_scale = math.log(max_scale)
+        self.false_negative_threshold = false_negative_threshold
+        self.reduction = reduction
+
+    @property
+    def temperature(self) -> float:
+        return float(torch.exp(-self.log_scale.detach()))
+
+    def forward(self, users: torch.Tensor, positives: torch.Tensor, model: SequentialRecommender) -> torch.Tensor:
+        """users [P, D], positives [P] -> cross-entropy of each positive among the unique candidates."""
+        with torch.no_grad():
+            self.log_scale.clamp_(0.0, self.max_log_scale)
+        pool = torch.randint(1, self.num_items + 1, (self.num_negatives,), device=positives.device)
+        candidates, inverse = torch.unique(torch.cat([positives, pool]), return_inverse=True)  # [C], [P + K]
+        target = inverse[: positives.shape[0]]  # [P] column of each row's positive
+        vectors = model.item_vectors(candidates)  # [C, D]
+        logits = (users @ vectors.T).float() * self.log_scale.exp()  # [P, C]
+        if self.false_negative_threshold is not None:
+            with torch.no_grad():
+                unit = F.normalize(vectors.float(), dim=-1)
+                similar = unit[target] @ unit.T > self.false_negative_threshold  # [P, C]
+                similar[torch.arange(len(target), device=target.device), target] = False
+            logits = logits.masked_fill(similar, -math.inf)
+        return F.cross_entropy(logits, target, reduction=self.reduction)

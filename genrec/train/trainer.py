@@ -34,7 +34,13 @@ from genrec.eval.evaluator import evaluate
 from genrec.models.base import SequentialRecommender, SequentialScorer
 from genrec.runs import RunDir
 from genrec.train.distributed import DistContext
-from genrec.train.losses import FullSoftmaxLoss, InBatchNegatives, SampledSoftmaxLoss, UniformNegatives
+from genrec.train.losses import (
+    FullSoftmaxLoss,
+    InBatchNegatives,
+    SampledSoftmaxLoss,
+    SharedPoolInfoNCE,
+    UniformNegatives,
+)
 
 log = logging.getLogger("genrec.train")
 
@@ -50,7 +56,7 @@ def micro_batch_size(config: TrainConfig, device: torch.device) -> int | None:
     """Rows per forward/backward pass (None = the whole batch); see `TrainConfig.micro_batch_size`."""
     if config.micro_batch_size:
         return config.micro_batch_size
-    return 32 if device.type == "cpu" and config.loss.name != "in-batch" else None
+    return 32 if device.type == "cpu" and not config.loss.uses_whole_batch else None
 
 
 def build_loss(config: LossConfig, model: SequentialRecommender, reduction: str = "mean") -> nn.Module:
@@ -60,13 +66,16 @@ def build_loss(config: LossConfig, model: SequentialRecommender, reduction: str 
         temperature = 0.05 if model.normalised else 1.0
     if config.name == "full":
         return FullSoftmaxLoss(temperature, reduction=reduction)
+    if config.name == "infonce":
+        return SharedPoolInfoNCE(model.num_items, config.num_negatives, temperature, config.learn_temperature,
+                                 config.false_negative_threshold, reduction=reduction)  # fmt: skip
     sampler_cls = UniformNegatives if config.name == "sampled" else InBatchNegatives
     return SampledSoftmaxLoss(sampler_cls(model.num_items, config.num_negatives), temperature, reduction=reduction)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup, then constant or cosine decay to 0 at `total_steps`."""
-    warmup = config.warmup_steps
+    warmup = config.warmup_steps if config.warmup_fraction is None else int(config.warmup_fraction * total_steps)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -132,7 +141,7 @@ class Trainer:
         self.module: nn.Module = DistributedDataParallel(model) if context.enabled else model
         # summed here and divided by the global number of targets, so that N processes take the
         # same step as one process with the whole batch (DDP averages gradients over processes)
-        self.loss = build_loss(config.train.loss, model, reduction="sum")
+        self.loss = build_loss(config.train.loss, model, reduction="sum").to(self.device)
         self.progress = progress and context.is_main
         self.dataset = TrainSequences(split.train, model.max_len)
         if len(self.dataset) == 0:
@@ -146,7 +155,9 @@ class Trainer:
         self.loader = DataLoader(self.dataset, batch_size=batch_size // context.world_size, sampler=self.sampler,
                                  collate_fn=self.dataset.collate)  # fmt: skip
         t = config.train
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        # the loss may have parameters too (a learned temperature); frozen weights are left out
+        params = [p for p in [*model.parameters(), *self.loss.parameters()] if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.scheduler = build_schedule(self.optimizer, t, total_steps=t.epochs * len(self.loader))
         self.micro_batch_size = micro_batch_size(t, self.device)
         self.state = TrainState()
@@ -162,6 +173,7 @@ class Trainer:
     def checkpoint(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
+            "loss": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "state": asdict(self.state),
@@ -184,6 +196,7 @@ class Trainer:
             raise GenrecError(f"cannot resume: no checkpoint at {path}")
         payload = torch.load(path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(payload["model"])
+        self.loss.load_state_dict(payload.get("loss", {}))
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.state = TrainState(**payload["state"])
@@ -217,6 +230,7 @@ class Trainer:
                     (part_loss * scale).backward()
                 loss_sum += part_loss.detach()
             loss = loss_sum * scale
+            self._all_reduce_loss_gradients()
             if not torch.isfinite(loss):
                 raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step {self.state.step + 1}; try a "
                                     f"lower train.lr, a train.grad_clip, or train.amp=off")  # fmt: skip
@@ -232,6 +246,15 @@ class Trainer:
         seconds = time.perf_counter() - started
         sums = self.context.all_reduce_sum(torch.tensor([total, count, sequences], dtype=torch.float64))
         return {"loss": float(sums[0] / sums[1]), "seconds": seconds, "sequences_per_s": float(sums[2]) / seconds}
+
+    def _all_reduce_loss_gradients(self) -> None:
+        """DDP averages the model's gradients; the loss's own parameters (a learned temperature) are
+        outside it, so average theirs here."""
+        if not self.context.enabled:
+            return
+        for param in self.loss.parameters():
+            if param.grad is not None:
+                param.grad = self.context.all_reduce_sum(param.grad) / self.context.world_size
 
     def _loss(self, batch: SequenceBatch) -> torch.Tensor:
         """Summed loss over the batch's targets."""

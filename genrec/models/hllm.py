@@ -1,0 +1,235 @@
+"""HLLM (Chen et al., ByteDance 2024, "Hierarchical Large Language Models for Item and User Modeling").
+
+An item LLM turns each item's text into an embedding; a user model reads the sequence of those
+embeddings and produces one user vector per position, scored against the same item embeddings:
+
+    text of item i --item LLM + pooling--> e_i [E] --standardise, project--> v_i [D]
+    v_{i1} .. v_{iL} --user model (HSTU or SASRec)--> u_1 .. u_L [D];  score(u, j) = u . v_j
+
+The user model is a genrec HSTU or SASRec whose ID embedding table is replaced by an item tower:
+    FrozenTextTower  the catalogue is embedded once (cached on disk); only the projection and the
+                     user model train. Fast.
+    LLMTextTower     the item LLM runs in the training loop on the unique items of each batch, with
+                     LoRA adapters (peft) or full fine-tuning, and gradient checkpointing. Evaluation
+                     embeds the catalogue once per evaluation, not once per user batch.
+Both standardise each embedding dimension with statistics of the initial catalogue embedding (LLM
+hidden states have a few dimensions of huge magnitude that would otherwise swamp the projection).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from genrec.data.dataset import Dataset
+from genrec.data.raw import cache_dir
+from genrec.errors import ConfigError
+from genrec.items.llm_embed import (
+    ItemEncoder,
+    Pooling,
+    TokenizedTexts,
+    cached_item_embeddings,
+    context_length,
+    embed_catalogue,
+    load_text_model,
+    resolve_model_path,
+    tokenize_texts,
+)
+from genrec.items.text import HLLM_PROMPT, TextTemplate, render_item_texts
+from genrec.models.base import ModelConfig, SequentialRecommender
+from genrec.models.causal_lm import CausalLMRecommender
+from genrec.models.hstu import HSTU, HSTUConfig
+from genrec.models.llm_tuning import LLMTuning, prepare_for_training
+from genrec.models.sasrec import SASRec
+
+log = logging.getLogger("genrec.models")
+
+# the user model reads item vectors through its `item_embedding`, which HLLM replaces with a text tower
+USER_MODELS: dict[str, type[SequentialRecommender]] = {"hstu": HSTU, "sasrec": SASRec, "llm": CausalLMRecommender}
+
+
+@dataclass
+class ItemLLMConfig(LLMTuning):
+    """The item LLM: which model, how item text is written and pooled, and how (if at all) it trains."""
+
+    path: str = ""  # a local Hugging Face model directory, or python:PACKAGE for a pip-installed model
+    gguf_file: str | None = None  # a GGUF file in that directory (found automatically when it is the only one)
+    pooling: Pooling = "last"  # last | mean | item-token
+    item_tokens: int = 1  # learnable tokens appended after the text (pooling=item-token)
+    max_tokens: int = 256  # token limit per item text (the model's context, if smaller, wins)
+    prompt: str = HLLM_PROMPT
+    fields: list[str] = field(default_factory=list)  # item fields in the text; empty = all of the dataset's
+    separator: str = ""  # between `field: value` pairs (HLLM writes none)
+    batch_size: int = 32  # items per forward pass when embedding the catalogue
+    # train (frozen: embed once and cache | lora | full: end to end), lora_rank, lora_alpha,
+    # lora_dropout, lora_targets, gradient_checkpointing: see `LLMTuning`
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or self.batch_size < 1 or self.item_tokens < 1:
+            raise ConfigError("model.item_llm.max_tokens, batch_size and item_tokens must be >= 1")
+        if self.pooling not in ("last", "mean", "item-token"):
+            raise ConfigError(f"model.item_llm.pooling: expected one of 'last' | 'mean' | 'item-token', got {self.pooling!r}")
+
+    def template(self) -> TextTemplate:
+        return TextTemplate(prompt=self.prompt, fields=list(self.fields), separator=self.separator)
+
+
+@dataclass
+class HLLMConfig(ModelConfig):
+    name: str = "hllm"
+    item_llm: ItemLLMConfig = field(default_factory=ItemLLMConfig)
+    # the user model over item embeddings: an hstu, sasrec or llm (a causal LM, HLLM's user LLM)
+    # model config; its max_len is HLLM's history length
+    user: ModelConfig = field(default_factory=lambda: HSTUConfig(max_len=50, dim=64, attention_dim=64, value_dim=64))
+
+    def __post_init__(self) -> None:
+        if self.user.name not in USER_MODELS:
+            raise ConfigError(f"model.user.name: HLLM's user model must be one of {', '.join(USER_MODELS)}, got "
+                              f"{self.user.name!r}")  # fmt: skip
+
+    @property
+    def end_to_end(self) -> bool:
+        return self.item_llm.train != "frozen"
+
+    @property
+    def max_len(self) -> int:
+        return self.user.max_len  # type: ignore[attr-defined]
+
+    @property
+    def time_buckets(self) -> int:
+        return getattr(self.user, "time_buckets", 0)
+
+
+class Standardise(nn.Module):
+    """x -> (x - mean) / std per dimension, with fixed statistics of a catalogue embedding [n, E]."""
+
+    def __init__(self, sample: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", sample.mean(0))
+        self.register_buffer("std", sample.std(0).clamp(min=1e-6) if len(sample) > 1 else torch.ones(sample.shape[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class FrozenTextTower(nn.Module):
+    """ids [...] -> [..., D]: precomputed item LLM embeddings [N+1, E], standardised, then projected."""
+
+    def __init__(self, table: torch.Tensor, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("table", table)  # [N+1, E], row 0 = padding
+        self.standardise = Standardise(table[1:])
+        self.project = nn.Linear(table.shape[1], dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.project(self.standardise(self.table[ids]))
+
+
+class LLMTextTower(nn.Module):
+    """ids [...] -> [..., D] through the item LLM itself (trained end to end).
+
+    Training: each call embeds the unique items among `ids` (gradients flow into the LLM). Evaluation
+    (`.eval()`): the whole catalogue is embedded once and reused until the tower trains again.
+    """
+
+    def __init__(self, encoder: ItemEncoder, tokens: TokenizedTexts, pad_id: int, dim: int, batch_size: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokens = tokens
+        self.pad_id = pad_id
+        self.batch_size = batch_size
+        sample = np.random.default_rng(0).choice(np.arange(1, len(tokens)), size=min(256, len(tokens) - 1), replace=False)
+        with torch.no_grad():
+            initial = self._embed(torch.from_numpy(np.sort(sample)))
+        self.standardise = Standardise(initial)
+        self.project = nn.Linear(encoder.hidden_size, dim)
+        self._table: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.project.weight.device if hasattr(self, "project") else next(self.encoder.parameters()).device
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """[U] unique item ids -> [U, E] LLM embeddings."""
+        input_ids, lengths = self.tokens.padded(ids.cpu().numpy(), self.pad_id)
+        return self.encoder(input_ids.to(self.device), lengths.to(self.device))
+
+    def train(self, mode: bool = True) -> LLMTextTower:
+        self._table = None  # the weights are about to change
+        return super().train(mode)
+
+    def catalogue(self) -> torch.Tensor:
+        """[N+1, D] every item's vector (evaluation; computed once per `.eval()`)."""
+        if self._table is None:
+            embeddings = embed_catalogue(self.encoder, self.tokens, self.pad_id, self.batch_size, self.device,
+                                         progress=False)  # fmt: skip
+            with torch.no_grad():
+                self._table = self.project(self.standardise(torch.from_numpy(embeddings).to(self.device)))
+        return self._table
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.catalogue()[ids]
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        return self.project(self.standardise(self._embed(unique).float()))[inverse]
+
+
+class HLLM(SequentialRecommender):
+    """A user model (HSTU or SASRec) over item-LLM embeddings; see the module docstring."""
+
+    def __init__(self, config: HLLMConfig, user_model: SequentialRecommender, tower: nn.Module) -> None:
+        """user_model: a fresh HSTU / SASRec / causal-LM model; tower: ids [...] -> [..., user dim]."""
+        super().__init__()
+        self.num_items = user_model.num_items
+        self.config = config
+        self.user_model = user_model
+        # the user model looks items up through `item_embedding` only: the tower takes the table's place
+        self.user_model.item_embedding = tower
+        self.max_len = self.user_model.max_len
+        self.normalised = self.user_model.normalised
+
+    @property
+    def tower(self) -> nn.Module:
+        return self.user_model.item_embedding
+
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
+               query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """items: [B, L] right-padded item indices -> [B, L, D] user vectors (see `SequentialRecommender`)."""
+        return self.user_model.encode(items, timestamps, lengths, query_timestamps)
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.user_model.item_vectors(ids)
+
+    @classmethod
+    def for_dataset(cls, dataset: Dataset, config: HLLMConfig, device: torch.device | None = None,
+                    progress: bool = True) -> HLLM:  # fmt: skip
+        """Render the item texts of `dataset`, build the item tower (embedding the catalogue through
+        the cache when the item LLM is frozen) and the user model."""
+        c = config.item_llm
+        device = device or torch.device("cpu")
+        texts = render_item_texts(dataset, c.template())
+        if texts.empty:
+            log.warning("%d items have no text in fields %s; they are embedded from the prompt alone", texts.empty,
+                        ", ".join(texts.fields))  # fmt: skip
+        location = resolve_model_path(c.path, c.gguf_file)
+        user_model = USER_MODELS[config.user.name](dataset.num_items, config.user).to(device)
+        dim = user_model.dim if isinstance(user_model, CausalLMRecommender) else config.user.dim  # type: ignore[attr-defined]
+        if not config.end_to_end:
+            table, _ = cached_item_embeddings(location, texts.texts, c.pooling, c.max_tokens, cache_dir() / "item-embeddings",
+                                              c.batch_size, device, progress)  # fmt: skip
+            tower: nn.Module = FrozenTextTower(torch.from_numpy(table), dim)
+        else:
+            model, tokenizer = load_text_model(location)
+            model = prepare_for_training(model, c, "model.item_llm")
+            encoder = ItemEncoder(model, c.pooling, c.item_tokens)
+            reserve = encoder.num_item_tokens
+            tokens = tokenize_texts(texts.texts, tokenizer, c.max_tokens, reserve, context_length(model))
+            tower = LLMTextTower(encoder.to(device), tokens, tokenizer.pad_token_id, dim, c.batch_size)
+        return cls(config, user_model, tower)
+
+
+__all__ = ["HLLM", "FrozenTextTower", "HLLMConfig", "ItemLLMConfig", "LLMTextTower"]
