@@ -103,6 +103,7 @@ class TrainConfig:
     """Optimisation, schedule, evaluation cadence and early stopping (see `genrec.train.trainer`)."""
 
     epochs: int = 100
+    max_steps: int | None = None  # stop after this many optimizer steps (then validate and test), e.g. a CPU budget
     batch_size: int = 128  # global batch: split across processes under torchrun
     # rows per forward/backward pass inside a batch; gradients accumulate, so the step is the same.
     # 0 = auto: 32 on CPU (a working set that fits the cache is several times faster), the whole
@@ -133,6 +134,8 @@ class TrainConfig:
                               "split into micro-batches; set train.micro_batch_size=0")
         if self.lr <= 0 or len(self.betas) != 2:
             raise ConfigError(f"train.lr must be > 0 and train.betas two numbers, got {self.lr}, {self.betas}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.patience is not None and self.patience < 1:

@@ -292,7 +292,13 @@ def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, ti
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = Trainer(model, split_for(dataset, config), config, None, progress=False)
     trainer.loader = [next(iter(trainer.loader))]  # one step
+    embedded = []
+    real_embed = model.tower._embed
+    monkeypatch.setattr(model.tower, "_embed", lambda ids: embedded.append(ids) or real_embed(ids))
     trainer.train_epoch(1)
+    assert len(embedded) == 2  # the history, then the loss's candidates ...
+    ids = torch.cat(embedded)
+    assert len(ids) == len(torch.unique(ids))  # ... and no item went through the LLM twice in the step
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert any("lora_B" in n for n in changed) and any(n.endswith("item_tokens") for n in changed)
     assert changed <= trainable
@@ -303,6 +309,11 @@ def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, ti
     monkeypatch.setattr("genrec.models.hllm.embed_catalogue", lambda *a, **k: calls.append(1) or real(*a, **k))
     metrics = trainer.evaluate("valid")
     assert metrics["num_users"] == 943 and calls == [1]  # the catalogue is embedded once per evaluation
+    trainer.evaluate("test")
+    assert calls == [1]  # the weights did not change: the same table serves the test pass
+    model.load_state_dict(model.state_dict())
+    trainer.evaluate("test")
+    assert calls == [1, 1]  # loading weights (the best checkpoint) invalidates it
 
 
 def test_a_causal_lm_user_model_reads_item_embeddings_as_inputs_embeds(ml100k, tiny_llama, tmp_path):
@@ -324,3 +335,11 @@ def test_a_causal_lm_user_model_reads_item_embeddings_as_inputs_embeds(ml100k, t
     trainer.train_epoch(1)
     assert not torch.equal(model.user_model.llm.layers[0].self_attn.q_proj.weight, before)  # full fine-tuning
     assert 0 <= trainer.evaluate("valid")["ndcg@10"] <= 1
+
+
+def test_a_causal_lm_is_also_a_sequential_model_over_id_embeddings(ml100k, tiny_llama, tmp_path):
+    config = load_config(None, [f"data.path={ml100k.path}", f"model={{name: llm, path: '{tiny_llama}', max_len: 8}}",
+                                "train.batch_size=128", "train.epochs=1", "train.device=cpu", "eval.ks=[10]",
+                                "train.loss.name=full"])  # fmt: skip
+    result = run(config, tmp_path / "llm", progress=False)
+    assert result.metrics["test"]["num_users"] == 943 and 0 <= result.metrics["test"]["ndcg@10"] <= 1

@@ -145,3 +145,12 @@ def test_export_writes_the_item_table_the_evaluator_scores_with(data_dir, tmp_pa
     RunDir.create(tmp_path / "untrained", config)
     assert main(["export", str(tmp_path / "untrained")]) == 2
     assert "best.pt" in capsys.readouterr().err
+
+
+def test_max_steps_stops_training_then_validates_and_tests(data_dir, tmp_path):
+    config = tiny(data_dir, "train.epochs=5", "train.max_steps=3", "train.batch_size=256")  # 4 steps per epoch
+    result = run(config, tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in records if r["split"] == "train"] == [(1, 3)]
+    assert [r["epoch"] for r in records if r["split"] == "valid" and not r.get("final")] == [1]
+    assert result.metrics["test"]["num_users"] == 943

@@ -90,15 +90,19 @@ def resolve_model_path(spec: str, gguf_file: str | None = None) -> ModelLocation
     return ModelLocation(directory.resolve(), gguf_file)
 
 
-def load_text_model(location: ModelLocation, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
-    """(base model without a head, tokenizer) from a local directory; the tokenizer pads on the right."""
+def load_text_model(location: ModelLocation) -> tuple[nn.Module, Any]:
+    """(base model without a head, tokenizer) from a local directory; the tokenizer pads on the right.
+
+    Weights load in fp32 (GGUF files are dequantized); CUDA runs use bf16 autocast."""
     transformers = require("transformers")
     kwargs: dict[str, Any] = {"gguf_file": location.gguf_file} if location.gguf_file else {}
     if location.gguf_file:
         require("gguf")
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(location.directory, **kwargs)
-        model = transformers.AutoModel.from_pretrained(location.directory, dtype=dtype, **kwargs)
+        # fp32 whatever the checkpoint's dtype (transformers 5 would keep bf16 checkpoints in bf16)
+        dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        model = transformers.AutoModel.from_pretrained(location.directory, **{dtype_key: torch.float32}, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise GenrecError(f"could not load a transformers model from {location.directory}: {exc}") from exc
     if tokenizer.pad_token is None:  # Llama-style tokenizers have none; padding is masked anyway

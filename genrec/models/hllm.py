@@ -132,8 +132,10 @@ class FrozenTextTower(nn.Module):
 class LLMTextTower(nn.Module):
     """ids [...] -> [..., D] through the item LLM itself (trained end to end).
 
-    Training: each call embeds the unique items among `ids` (gradients flow into the LLM). Evaluation
-    (`.eval()`): the whole catalogue is embedded once and reused until the tower trains again.
+    Training: each call embeds the unique items among `ids` (gradients flow into the LLM); within
+    one step (from `start_step` on) an item is run through the LLM once, even when the history
+    and the loss's candidates both ask for it. Evaluation (`.eval()`): the whole catalogue is
+    embedded once and reused until the tower trains again.
     """
 
     def __init__(self, encoder: ItemEncoder, tokens: TokenizedTexts, pad_id: int, dim: int, batch_size: int) -> None:
@@ -148,10 +150,13 @@ class LLMTextTower(nn.Module):
         self.standardise = Standardise(initial)
         self.project = nn.Linear(encoder.hidden_size, dim)
         self._table: torch.Tensor | None = None
+        self.register_load_state_dict_post_hook(self._forget_table)
+        self._step_ids: torch.Tensor | None = None  # [S] items embedded in this step, and their vectors [S, D]
+        self._step_vectors: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
-        return self.project.weight.device if hasattr(self, "project") else next(self.encoder.parameters()).device
+        return next(self.encoder.parameters()).device
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         """[U] unique item ids -> [U, E] LLM embeddings."""
@@ -159,8 +164,12 @@ class LLMTextTower(nn.Module):
         return self.encoder(input_ids.to(self.device), lengths.to(self.device))
 
     def train(self, mode: bool = True) -> LLMTextTower:
-        self._table = None  # the weights are about to change
+        if mode:
+            self._table = None  # the weights are about to change
         return super().train(mode)
+
+    def _forget_table(self, module: nn.Module, incompatible_keys: object) -> None:
+        self._table = None  # new weights were loaded (e.g. the best checkpoint, for the test pass)
 
     def catalogue(self) -> torch.Tensor:
         """[N+1, D] every item's vector (evaluation; computed once per `.eval()`)."""
@@ -171,11 +180,23 @@ class LLMTextTower(nn.Module):
                 self._table = self.project(self.standardise(torch.from_numpy(embeddings).to(self.device)))
         return self._table
 
+    def start_step(self) -> None:
+        """Forget the vectors of the previous training step (their weights are about to change)."""
+        self._step_ids = self._step_vectors = None
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.catalogue()[ids]
-        unique, inverse = torch.unique(ids, return_inverse=True)
-        return self.project(self.standardise(self._embed(unique).float()))[inverse]
+        unique = torch.unique(ids)
+        if self._step_ids is not None:
+            unique = unique[~torch.isin(unique, self._step_ids)]
+        vectors = self.project(self.standardise(self._embed(unique).float())) if len(unique) else None
+        if self._step_ids is None or vectors is not None:
+            self._step_ids = unique if self._step_ids is None else torch.cat([self._step_ids, unique])
+            self._step_vectors = vectors if self._step_vectors is None else torch.cat([self._step_vectors, vectors])
+        order = torch.argsort(self._step_ids)
+        rows = order[torch.searchsorted(self._step_ids[order], ids)]
+        return self._step_vectors[rows]
 
 
 class HLLM(SequentialRecommender):
@@ -199,6 +220,8 @@ class HLLM(SequentialRecommender):
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
                query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """items: [B, L] right-padded item indices -> [B, L, D] user vectors (see `SequentialRecommender`)."""
+        if self.training and isinstance(self.tower, LLMTextTower):
+            self.tower.start_step()  # a new batch: the item LLM's weights changed since the last one
         return self.user_model.encode(items, timestamps, lengths, query_timestamps)
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:

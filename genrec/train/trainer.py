@@ -158,7 +158,8 @@ class Trainer:
         # the loss may have parameters too (a learned temperature); frozen weights are left out
         params = [p for p in [*model.parameters(), *self.loss.parameters()] if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-        self.scheduler = build_schedule(self.optimizer, t, total_steps=t.epochs * len(self.loader))
+        total_steps = t.epochs * len(self.loader) if t.max_steps is None else min(t.max_steps, t.epochs * len(self.loader))
+        self.scheduler = build_schedule(self.optimizer, t, total_steps=total_steps)
         self.micro_batch_size = micro_batch_size(t, self.device)
         self.state = TrainState()
         use_amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
@@ -211,6 +212,8 @@ class Trainer:
         started = time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {epoch}", unit="batch", disable=not self.progress, leave=False)
         for batch in bar:
+            if self.out_of_steps:
+                break
             batch = batch.to(self.device)
             # normalise by the global number of targets so that N processes (and any micro-batching)
             # take the same step as one process with the whole batch
@@ -246,6 +249,11 @@ class Trainer:
         seconds = time.perf_counter() - started
         sums = self.context.all_reduce_sum(torch.tensor([total, count, sequences], dtype=torch.float64))
         return {"loss": float(sums[0] / sums[1]), "seconds": seconds, "sequences_per_s": float(sums[2]) / seconds}
+
+    @property
+    def out_of_steps(self) -> bool:
+        """True once `train.max_steps` optimizer steps have been taken."""
+        return self.train_config.max_steps is not None and self.state.step >= self.train_config.max_steps
 
     def _all_reduce_loss_gradients(self) -> None:
         """DDP averages the model's gradients; the loss's own parameters (a learned temperature) are
@@ -297,12 +305,14 @@ class Trainer:
         """
         t = self.train_config
         metric = t.metric
-        while self.state.epoch < t.epochs and not self.state.stopped_early:
+        while self.state.epoch < t.epochs and not self.state.stopped_early and not self.out_of_steps:
             epoch = self.state.epoch + 1
             stats = self.train_epoch(epoch)
             self._log({"split": "train", "epoch": epoch, "step": self.state.step, **stats})
             message = f"epoch {epoch}: loss {stats['loss']:.4f} ({stats['sequences_per_s']:.0f} seq/s)"
-            if epoch % t.eval_every == 0 or epoch == t.epochs:
+            if self.out_of_steps:
+                message += f" (train.max_steps={t.max_steps} reached)"
+            if epoch % t.eval_every == 0 or epoch == t.epochs or self.out_of_steps:
                 valid = self.evaluate("valid")
                 self._log({"split": "valid", "epoch": epoch, "step": self.state.step, **valid})
                 message += f", valid {metric} {valid[metric]:.4f}"
