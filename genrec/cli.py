@@ -121,6 +121,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sid_build(args: argparse.Namespace) -> int:
+    from genrec.data.dataset import Dataset
+    from genrec.items.semantic_ids import write_index_json
+    from genrec.items.sid_builder import SIDBuildConfig, build_semantic_ids
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise GenrecError(f"{out} exists; pass --overwrite to replace it")
+    config = SIDBuildConfig(method=args.method, collisions=args.collisions, seed=args.seed,
+                            codebook_sizes=[int(k) for k in args.levels.split(",")],
+                            fields=args.fields.split(",") if args.fields else SIDBuildConfig().fields)  # fmt: skip
+    if args.epochs is not None:
+        config.rqvae.epochs = args.epochs
+    dataset = Dataset.load(args.data)
+    sids, report = build_semantic_ids(dataset, args.embedder, config, args.gguf_file, progress=not args.json)
+    write_index_json(sids, [str(k) for k in dataset.item_raw_ids()], out)
+    summary = {"out": str(out), "num_items": sids.num_items, "levels": sids.codebook_sizes, **report.__dict__}
+    print(json.dumps(summary) if args.json else f"{sids.num_items:,} items -> {out}\n{report.summary()}")
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from genrec.runner import format_table, quickstart
     from genrec.runs import default_run_dir
@@ -214,6 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export")
     exp.add_argument("--json", action="store_true", help="print the export summary as one JSON object")
     exp.set_defaults(func=_export)
+
+    sid = commands.add_parser("sid", help="semantic IDs: item text -> embeddings -> residual codes")
+    sid_commands = sid.add_subparsers(dest="sid_command", required=True)
+    sb = sid_commands.add_parser("build", help="build unique SIDs for a prepared dataset; writes .index.json")
+    sb.add_argument("--data", required=True, help="a prepared dataset folder (with item text)")
+    sb.add_argument("--embedder", required=True, help="a local Hugging Face model directory, or python:PACKAGE")
+    sb.add_argument("--gguf-file", help="a GGUF file in the embedder's directory")
+    sb.add_argument("--method", choices=["rqkmeans", "rqvae"], default="rqkmeans")
+    sb.add_argument("--levels", default="256,256,256", help="codes per level (default 256,256,256)")
+    sb.add_argument("--collisions", choices=["reassign", "extra-level"], default="reassign",
+                    help="reassign: nearest free last-level code (LETTER/MiniOneRec); extra-level: TIGER")
+    sb.add_argument("--fields", help="item text fields, comma-separated (default title,description)")
+    sb.add_argument("--epochs", type=int, help="RQ-VAE training epochs (default 200)")
+    sb.add_argument("--seed", type=int, default=0)
+    sb.add_argument("--out", required=True, help="the .index.json file to write")
+    sb.add_argument("--overwrite", action="store_true")
+    sb.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    sb.set_defaults(func=_sid_build)
 
     qs = commands.add_parser("quickstart", help="prepare MovieLens-100K; train and evaluate popularity, SASRec, HSTU")
     qs.add_argument("--raw", help="local ml-100k folder (default: $GENREC_DATA_DIR/ml-100k, the cache, or download)")

@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,4 +32,52 @@ def ml100k(data_dir, tmp_path_factory):
 def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines), encoding=encoding)
+    return path
+
+
+# ---- tiny random-weight language models, written to disk as local checkpoints -----------------------
+def _tokenizer(texts: list[str], pad: bool):
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    specials = ["[UNK]", "</s>"] + (["[PAD]"] if pad else [])
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2000, special_tokens=specials))
+    kwargs = {"pad_token": "[PAD]"} if pad else {}
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>", **kwargs)
+
+
+@pytest.fixture(scope="session")
+def item_texts(ml100k):
+    from genrec.items.text import TextTemplate, render_item_texts
+
+    return render_item_texts(ml100k, TextTemplate())
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, item_texts):
+    """A 2-layer random Llama (no pad token, like real Llama tokenizers) saved as a local checkpoint."""
+    transformers = pytest.importorskip("transformers")
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = _tokenizer(item_texts.texts[1:], pad=False)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=48)  # fmt: skip
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, item_texts):
+    transformers = pytest.importorskip("transformers")
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = _tokenizer(item_texts.texts[1:], pad=True)
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=24, intermediate_size=48,
+                                     num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64)  # fmt: skip
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path

@@ -36,48 +36,6 @@ from genrec.train.losses import SharedPoolInfoNCE  # noqa: E402
 from genrec.train.trainer import Trainer  # noqa: E402
 
 
-def _tokenizer(texts: list[str], pad: bool):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    specials = ["[UNK]", "</s>"] + (["[PAD]"] if pad else [])
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2000, special_tokens=specials))
-    kwargs = {"pad_token": "[PAD]"} if pad else {}
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>", **kwargs)
-
-
-@pytest.fixture(scope="session")
-def item_texts(ml100k):
-    return render_item_texts(ml100k, TextTemplate())
-
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory, item_texts):
-    """A 2-layer random Llama (no pad token, like real Llama tokenizers) saved as a local checkpoint."""
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = _tokenizer(item_texts.texts[1:], pad=False)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=48)  # fmt: skip
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory, item_texts):
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = _tokenizer(item_texts.texts[1:], pad=True)
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=24, intermediate_size=48,
-                                     num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64)  # fmt: skip
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 # ---- item text ------------------------------------------------------------------------------------
 def test_item_text_uses_the_official_hllm_format(ml100k, item_texts):
     assert item_texts.texts[0] == ""
@@ -287,6 +245,9 @@ def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, ti
     model = build_model(dataset, config, progress=False)
     assert isinstance(model, HLLM)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    saved = model.state_dict()  # checkpoints hold the adapters, not a copy of the pretrained model
+    assert not any("base_layer" in k for k in saved) and any("lora_A" in k for k in saved)
+    assert "user_model.item_embedding.encoder.item_tokens" in saved
     assert any("lora_A" in n for n in trainable) and any(n.endswith("item_tokens") for n in trainable)
     assert not any("q_proj.base_layer" in n for n in trainable)  # the LLM's own weights stay frozen
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -311,7 +272,11 @@ def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, ti
     assert metrics["num_users"] == 943 and calls == [1]  # the catalogue is embedded once per evaluation
     trainer.evaluate("test")
     assert calls == [1]  # the weights did not change: the same table serves the test pass
-    model.load_state_dict(model.state_dict())
+    lora_b = next(n for n in trainable if "lora_B" in n)
+    weights = model.state_dict()
+    weights[lora_b] = weights[lora_b] + 1.0
+    model.load_state_dict(weights)  # strict: the frozen base weights come back from the model itself
+    assert torch.equal(dict(model.named_parameters())[lora_b], weights[lora_b])
     trainer.evaluate("test")
     assert calls == [1, 1]  # loading weights (the best checkpoint) invalidates it
 

@@ -33,6 +33,7 @@ from genrec.optional import require
 log = logging.getLogger("genrec.items")
 
 Pooling = Literal["last", "mean", "item-token"]
+CACHE_FORMAT = 2  # bump when tokenization or pooling code changes what a cache entry holds
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,17 @@ def tokenize_texts(texts: list[str], tokenizer: Any, max_tokens: int, reserve: i
     limit -= reserve
     if limit < 1:
         raise ConfigError(f"model.item_llm.max_tokens ({max_tokens}) leaves no room for text after {reserve} item tokens")
-    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    truncated = sum(len(ids) > limit for ids in encoded)
-    if truncated:
-        log.warning("%d of %d item texts are longer than %d tokens and were truncated", truncated, len(texts), limit)
-    kept = [ids[:limit] for ids in encoded]
+    # one token over the limit tells which texts were cut, without tokenizing them whole
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit + 1)["input_ids"]
+    long = [i for i, ids in enumerate(encoded) if len(ids) > limit]
+    kept = list(encoded)
+    if long:
+        log.warning("%d of %d item texts are longer than %d tokens and were truncated", len(long), len(texts), limit)
+        # cut by the tokenizer itself, so closing special tokens ([SEP], </s>) stay in place
+        cut = tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
+        for i, ids in zip(long, cut):
+            kept[i] = ids
+    truncated = len(long)
     offsets = np.zeros(len(kept) + 1, dtype=np.int64)
     np.cumsum([len(ids) for ids in kept], out=offsets[1:])
     flat = np.fromiter((t for ids in kept for t in ids), dtype=np.int64, count=int(offsets[-1]))
@@ -269,7 +276,7 @@ def cached_item_embeddings(location: ModelLocation, texts: list[str], pooling: P
     digest = hashlib.sha256()
     for text in texts:
         digest.update(text.encode() + b"\0")
-    meta = {"model": str(location.directory), "gguf_file": location.gguf_file, "model_identity": location.identity(),
+    meta = {"format": CACHE_FORMAT, "model": str(location.directory), "gguf_file": location.gguf_file, "model_identity": location.identity(),
             "texts_sha256": digest.hexdigest(), "num_texts": len(texts), "pooling": pooling, "max_tokens": max_tokens}  # fmt: skip
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
     label = location.directory.name if location.directory.name != "model" else location.directory.parent.name

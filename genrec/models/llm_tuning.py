@@ -39,6 +39,30 @@ def prepare_for_training(model: nn.Module, tuning: LLMTuning, where: str) -> nn.
     lora = peft.LoraConfig(r=tuning.lora_rank, lora_alpha=tuning.lora_alpha, lora_dropout=tuning.lora_dropout,
                            target_modules=list(tuning.lora_targets) or None)  # fmt: skip
     try:
-        return peft.get_peft_model(model, lora)
+        adapted = peft.get_peft_model(model, lora)
     except ValueError as exc:  # peft knows no default target modules for this architecture
         raise ConfigError(f"{where}.lora_targets: {exc}") from None
+    exclude_frozen_weights_from_state_dict(adapted)
+    return adapted
+
+
+def exclude_frozen_weights_from_state_dict(module: nn.Module) -> None:
+    """Leave `module`'s frozen parameters (a LoRA run's base model) out of its state dict, so that
+    checkpoints hold what training changed (adapters, new tokens), not a copy of the pretrained
+    model. Loading puts the current (pretrained, as read from the model directory) values back for
+    the missing keys, so strict loading still works."""
+    frozen = {name for name, param in module.named_parameters() if not param.requires_grad}
+    if not frozen:
+        return
+
+    def drop(_: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+        for name in frozen:
+            state_dict.pop(prefix + name, None)
+
+    def restore(_: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+        for name, param in module.named_parameters():
+            if name in frozen:
+                state_dict.setdefault(prefix + name, param.detach())
+
+    module.register_state_dict_post_hook(drop)
+    module.register_load_state_dict_pre_hook(restore)
