@@ -28,12 +28,13 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["Office_Products", "Industrial_and_Scientific"])
     parser.add_argument("--methods", nargs="+", default=["rqkmeans", "rqvae"])
     parser.add_argument("--rqvae-epochs", type=int, default=200)
+    parser.add_argument("--raw", default="$GENREC_DATA_DIR/minionerec", help="the MiniOneRec folder")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.datasets:
-        dataset = dataset_for(DataConfig(source="minionerec", options={"name": name}))
+        dataset = dataset_for(DataConfig(source="minionerec", raw=args.raw, options={"name": name}))
         published = SemanticIds.from_dataset(dataset)
         usage, perplexity = code_statistics(published.codes[1:], published.codebook_sizes)
         results.append({"dataset": name, "method": "published", "collision_rate": published.collision_rate(),
@@ -61,7 +62,7 @@ def main() -> None:
         extra = "" if r["method"] == "published" else (
             f"  {r['seconds_quantisation']:.1f} s (+embedding {r['seconds_with_embedding'] - r['seconds_quantisation']:.0f} s)"
             f"  mse {r['reconstruction_mse']:.4f}  collisions {r['collision_rate_before']:.1%} -> ")  # fmt: skip
-        print(f"{r['dataset']:<28} {r['method']:<9} usage/perplexity {levels}{extra}{r['collision_rate']:.2%}")
+        print(f"{r['dataset']:<28} {r['method']:<9} usage/perplexity {levels}{extra or '  collisions '}{r['collision_rate']:.2%}")
 
 
 if __name__ == "__main__":
