@@ -55,29 +55,29 @@ def item_texts(ml100k):
     return render_item_texts(ml100k, TextTemplate())
 
 
+def _write_tiny_model(folder, texts: list[str], pad: bool, model_class: str, config_class: str, **sizes):
+    """A random-weight model of `model_class` (a transformers class name) and a word-level tokenizer
+    trained on `texts`, saved together as a local checkpoint folder."""
+    transformers = pytest.importorskip("transformers")
+    tokenizer = _tokenizer(texts, pad=pad)
+    config = getattr(transformers, config_class)(vocab_size=len(tokenizer), **sizes)
+    torch.manual_seed(0)
+    getattr(transformers, model_class)(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, item_texts):
     """A 2-layer random Llama (no pad token, like real Llama tokenizers) saved as a local checkpoint."""
-    transformers = pytest.importorskip("transformers")
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = _tokenizer(item_texts.texts[1:], pad=False)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=48)  # fmt: skip
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return _write_tiny_model(tmp_path_factory.mktemp("tiny-llama"), item_texts.texts[1:], False, "LlamaForCausalLM",
+                             "LlamaConfig", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory, item_texts):
-    transformers = pytest.importorskip("transformers")
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = _tokenizer(item_texts.texts[1:], pad=True)
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=24, intermediate_size=48,
-                                     num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64)  # fmt: skip
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    """A 2-layer random BERT encoder (with a pad token) saved as a local checkpoint."""
+    return _write_tiny_model(tmp_path_factory.mktemp("tiny-bert"), item_texts.texts[1:], True, "BertModel",
+                             "BertConfig", hidden_size=24, intermediate_size=48, num_hidden_layers=2,
+                             num_attention_heads=2, max_position_embeddings=64)  # fmt: skip

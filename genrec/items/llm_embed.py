@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genrec.errors import ConfigError, GenrecError
+from genrec.items.text import texts_sha256
 from genrec.optional import require
 
 log = logging.getLogger("genrec.items")
@@ -273,11 +274,8 @@ def cached_item_embeddings(location: ModelLocation, texts: list[str], pooling: P
     if pooling == "item-token":
         raise ConfigError("model.item_llm.pooling=item-token learns its tokens, so it needs end-to-end training "
                           "(model.item_llm.train=lora or full); frozen embeddings use last or mean")  # fmt: skip
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode() + b"\0")
     meta = {"format": CACHE_FORMAT, "model": str(location.directory), "gguf_file": location.gguf_file, "model_identity": location.identity(),
-            "texts_sha256": digest.hexdigest(), "num_texts": len(texts), "pooling": pooling, "max_tokens": max_tokens}  # fmt: skip
+            "texts_sha256": texts_sha256(texts), "num_texts": len(texts), "pooling": pooling, "max_tokens": max_tokens}  # fmt: skip
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
     label = location.directory.name if location.directory.name != "model" else location.directory.parent.name
     path = cache_dir / f"{label}-{pooling}-{key}.npz"

@@ -69,7 +69,7 @@ class SemanticIds:
 
     def collisions(self) -> int:
         """Items whose whole SID is already taken by an earlier item (0 = every SID is unique)."""
-        return self.num_items - len(np.unique(self.codes[1:], axis=0))
+        return count_collisions(self.codes[1:])
 
     def collision_rate(self) -> float:
         return self.collisions() / max(self.num_items, 1)
@@ -132,6 +132,11 @@ def write_index_json(sids: SemanticIds, keys: Sequence[str], path: str | Path) -
     os.replace(tmp, path)
 
 
+def count_collisions(codes: np.ndarray) -> int:
+    """Rows of codes [n, L] that repeat an earlier row."""
+    return len(codes) - len(np.unique(codes, axis=0))
+
+
 def add_disambiguation_level(codes: np.ndarray) -> np.ndarray:
     """TIGER: [n, L] -> [n, L+1], the extra code numbering the items that share an SID (0, 1, ...)."""
     _, group, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
@@ -154,10 +159,11 @@ def reassign_to_free_codes(codes: np.ndarray, last_level_distances: np.ndarray) 
     codes = codes.copy()
     taken = {tuple(row) for row in codes.tolist()}
     _, group, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-    group = group.reshape(-1)
+    order = np.argsort(group.reshape(-1), kind="stable")  # items grouped by SID
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     stuck = 0
     for g in np.flatnonzero(counts > 1):
-        members = np.flatnonzero(group == g)
+        members = order[starts[g] : starts[g] + counts[g]]
         current = codes[members[0], -1]
         members = members[np.argsort(last_level_distances[members, current], kind="stable")]
         for item in members[1:]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
@@ -13,7 +14,7 @@ from genrec.data.raw import cache_dir
 from genrec.errors import ConfigError
 from genrec.items.llm_embed import Pooling, cached_item_embeddings, resolve_model_path
 from genrec.items.rq import QuantisationReport, RQVAEConfig, residual_kmeans, train_rqvae
-from genrec.items.semantic_ids import SemanticIds, add_disambiguation_level, reassign_to_free_codes
+from genrec.items.semantic_ids import SemanticIds, add_disambiguation_level, count_collisions, reassign_to_free_codes
 from genrec.items.text import TextTemplate, render_item_texts
 
 log = logging.getLogger("genrec.items")
@@ -47,14 +48,13 @@ def build_semantic_ids(dataset: Dataset, embedder: str, config: SIDBuildConfig, 
     table, _ = cached_item_embeddings(location, texts.texts, config.pooling, config.max_tokens,
                                       cache_dir() / "item-embeddings", config.batch_size, device, progress)  # fmt: skip
     x = torch.from_numpy(table[1:])  # [N, E]
+    sizes = list(config.codebook_sizes)
     if config.method == "rqkmeans":
-        codes, distances, report = residual_kmeans(x, config.codebook_sizes, config.kmeans_iters, config.seed)
-        sizes = list(config.codebook_sizes)
+        codes, distances, report = residual_kmeans(x, sizes, config.kmeans_iters, config.seed)
     else:
-        rq = RQVAEConfig(**{**config.rqvae.__dict__, "codebook_sizes": list(config.codebook_sizes), "seed": config.seed})
+        rq = dataclasses.replace(config.rqvae, codebook_sizes=sizes, seed=config.seed)
         _, codes, distances, report = train_rqvae(x, rq, progress)
-        sizes = list(config.codebook_sizes)
-    report.collisions_before = len(codes) - len({tuple(row) for row in codes.tolist()})
+    report.collisions_before = count_collisions(codes)
     if config.collisions == "extra-level":
         codes = add_disambiguation_level(codes)
         sizes.append(max(int(codes[:, -1].max()) + 1, 2))

@@ -43,11 +43,15 @@ class ItemTexts:
 
     def checksum(self) -> str:
         """sha256 of all texts in item order: changes whenever the data or the template does."""
-        digest = hashlib.sha256()
-        for text in self.texts:
-            digest.update(text.encode())
-            digest.update(b"\0")
-        return digest.hexdigest()
+        return texts_sha256(self.texts)
+
+
+def texts_sha256(texts: list[str]) -> str:
+    """sha256 of a list of texts, each terminated by a NUL byte (so ["ab"] and ["a", "b"] differ)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()
 
 
 def format_value(value: object) -> str:

@@ -96,10 +96,6 @@ class HLLMConfig(ModelConfig):
         return self.item_llm.train != "frozen"
 
     @property
-    def max_len(self) -> int:
-        return self.user.max_len  # type: ignore[attr-defined]
-
-    @property
     def time_buckets(self) -> int:
         return getattr(self.user, "time_buckets", 0)
 

@@ -158,7 +158,7 @@ class Trainer:
         # the loss may have parameters too (a learned temperature); frozen weights are left out
         params = [p for p in [*model.parameters(), *self.loss.parameters()] if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-        total_steps = t.epochs * len(self.loader) if t.max_steps is None else min(t.max_steps, t.epochs * len(self.loader))
+        total_steps = min(t.epochs * len(self.loader), t.max_steps or math.inf)
         self.scheduler = build_schedule(self.optimizer, t, total_steps=total_steps)
         self.micro_batch_size = micro_batch_size(t, self.device)
         self.state = TrainState()
