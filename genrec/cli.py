@@ -108,6 +108,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _llm_sft(args: argparse.Namespace) -> int:
+    from genrec.config import load_config
+
+    name = load_config(args.config, args.set).model.name
+    if name != "sid-llm":
+        raise GenrecError(f"genrec llm sft trains the SID LLM (model.name: sid-llm); {args.config} has model {name!r}: "
+                          f"use genrec train")  # fmt: skip
+    return _train(args)
+
+
+def _llm_rl(args: argparse.Namespace) -> int:
+    from genrec.llm.grpo import rl_config, train_grpo
+    from genrec.runner import format_table
+
+    config = rl_config(args.config, args.set, Path(args.from_run))
+    summary = train_grpo(config, Path(args.from_run), Path(args.out), overwrite=args.overwrite, progress=not args.json)
+    if args.json:
+        print(json.dumps({"run_dir": args.out, **summary}))
+    else:
+        print(format_table([(f"sid-llm grpo ({k})", summary[k]) for k in ("valid", "test")]))
+        print(f"\nrun directory: {args.out}")
+    return 0
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `genrec train` and `genrec llm sft` share."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--out", help="run directory (default runs/<name>-<time>)")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+
+
 def _export(args: argparse.Namespace) -> int:
     from genrec.serve.export import export_item_embeddings
 
@@ -222,12 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="run a config: prepare data, train, evaluate, write a run directory")
     tr.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config (default: the quickstart)")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    tr.add_argument("--out", help="run directory (default runs/<name>-<time>)")
-    tr.add_argument("--overwrite", action="store_true")
-    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    tr.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    _add_training_arguments(tr)
     tr.set_defaults(func=_train)
+
+    llm = commands.add_parser("llm", help="the SID LLM recommender: supervised fine-tuning, then GRPO")
+    llm_commands = llm.add_subparsers(dest="llm_command", required=True)
+    sft = llm_commands.add_parser("sft", help="fine-tune a causal LM to write the next item's SID (genrec train for "
+                                              "model.name: sid-llm)")  # fmt: skip
+    sft.add_argument("config", metavar="CONFIG", help="YAML config with model.name: sid-llm")
+    _add_training_arguments(sft)
+    sft.set_defaults(func=_llm_sft)
+    rl = llm_commands.add_parser("rl", help="GRPO from an SFT run directory")
+    rl.add_argument("config", nargs="?", metavar="CONFIG", help="YAML with the rl, train and eval sections")
+    rl.add_argument("--from", dest="from_run", required=True, metavar="RUN_DIR", help="the SFT run to start from")
+    rl.add_argument("--out", required=True, help="run directory to write")
+    rl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    rl.add_argument("--overwrite", action="store_true")
+    rl.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    rl.set_defaults(func=_llm_rl)
 
     exp = commands.add_parser("export", help="write a trained run's item embeddings (.npy, id map, .fbin/.u64bin)")
     exp.add_argument("run_dir", metavar="RUN_DIR")

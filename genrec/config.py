@@ -61,8 +61,13 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 50, 200])
     batch_size: int | None = None  # default: as many users as fit a 64 MiB score matrix
     mask_history: bool = True
+    # evaluate a fixed random sample of this many cases (the same for every evaluation of a run):
+    # for models whose ranking is expensive (an LLM's beam search on CPU); num_users reports the count
+    max_cases: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_cases is not None and self.max_cases < 1:
+            raise ConfigError(f"eval.max_cases must be >= 1 or null, got {self.max_cases}")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"eval.ks: cutoffs must be positive integers, got {self.ks}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -143,6 +148,25 @@ class TrainConfig:
 
 
 @dataclass
+class RLConfig:
+    """GRPO after SFT (`genrec llm rl`; see `genrec.llm.grpo`). The optimiser comes from `train`:
+    lr, batch_size (prompts per step), max_steps, grad_clip, warmup; `train.eval_every` counts steps."""
+
+    num_generations: int = 16  # candidates per prompt, from the constrained beam search
+    beta: float = 0.001  # weight of the KL penalty to the SFT model (MiniOneRec: 1e-3)
+    reward: Literal["rule", "ranking", "collaborative"] = "ranking"
+    collaborative_run: str | None = None  # reward=collaborative: a trained genrec sequential run directory
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ConfigError(f"rl.num_generations must be >= 2 (advantages compare candidates), got {self.num_generations}")
+        if self.beta < 0:
+            raise ConfigError(f"rl.beta must be >= 0, got {self.beta}")
+        if self.reward == "collaborative" and not self.collaborative_run:
+            raise ConfigError("rl.reward=collaborative needs rl.collaborative_run: a trained SASRec run directory")
+
+
+@dataclass
 class RunConfig:
     """A whole run: data, protocol, model and evaluation. The defaults are the quickstart."""
 
@@ -153,6 +177,13 @@ class RunConfig:
     model: ModelConfig = field(default_factory=PopularityConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+
+    def __post_init__(self) -> None:
+        beams = getattr(self.model, "num_beams", None)
+        if beams is not None and max(self.eval.ks) > beams:
+            raise ConfigError(f"eval.ks goes up to {max(self.eval.ks)} but model.num_beams is {beams}: a generated "
+                              f"ranking has only {beams} items; lower eval.ks or raise model.num_beams")  # fmt: skip
 
     def check_trainable(self) -> None:
         """Checks that only matter when a model is trained (not when one is just evaluated)."""
@@ -247,6 +278,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -25,7 +25,7 @@ from genrec.data.sources import get_source
 from genrec.data.splits import Split, make_split
 from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer, evaluate
-from genrec.models import SEQUENTIAL_MODELS, Popularity, SequentialRecommender, SequentialScorer
+from genrec.models import NEURAL_MODELS, Popularity, Recommender
 from genrec.runs import RunDir
 from genrec.train.distributed import init_distributed, shutdown_distributed
 from genrec.train.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, Trainer, resolve_device
@@ -37,7 +37,7 @@ def _fit_popularity(dataset: Dataset, split: Split, config: RunConfig) -> Scorer
     return Popularity(dataset.num_items).fit(split.train)
 
 
-def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> SequentialRecommender:
+def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> Recommender:
     """A fresh sequential model for `dataset`, after checking the config fits the data."""
     model_config = config.model
     if getattr(model_config, "time_buckets", 0) and not dataset.has_timestamps:
@@ -45,7 +45,7 @@ def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> S
                           f"time bias: set model.time_buckets=0 (position bias only)")  # fmt: skip
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
-    return SEQUENTIAL_MODELS[model_config.name].for_dataset(dataset, model_config, device, progress)
+    return NEURAL_MODELS[model_config.name].for_dataset(dataset, model_config, device, progress)
 
 
 def _load_trained(dataset: Dataset, split: Split, config: RunConfig, run_dir: Path | None = None) -> Scorer:
@@ -54,7 +54,7 @@ def _load_trained(dataset: Dataset, split: Split, config: RunConfig, run_dir: Pa
         raise ConfigError(f"model {config.model.name!r} must be trained first: evaluate its run directory")
     model = build_model(dataset, config)
     model.load_state_dict(torch.load(run_dir / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])
-    return SequentialScorer(model.eval())
+    return model.eval().scorer()
 
 
 def filters_of(data: DataConfig) -> Filters:
@@ -92,7 +92,7 @@ def evaluate_split(scorer: Scorer, dataset: Dataset, split: Split, which: str, c
                    progress: bool = True, cold: int | None = None) -> dict[str, float]:  # fmt: skip
     """Metrics of `scorer` on the `which` cases; `cold`: only targets with at most that many training events."""
     e = config.eval
-    cases = split.cases(which) if cold is None else split.cold_cases(which, cold)
+    cases = (split.cases(which) if cold is None else split.cold_cases(which, cold)).sample(e.max_cases)
     return evaluate(scorer, split.sequences, cases, dataset.num_items, ks=e.ks,
                     batch_size=e.batch_size, mask_history=e.mask_history, progress=progress, desc=f"eval {which}")  # fmt: skip
 

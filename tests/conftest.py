@@ -81,3 +81,29 @@ def tiny_bert(tmp_path_factory, item_texts):
     return _write_tiny_model(tmp_path_factory.mktemp("tiny-bert"), item_texts.texts[1:], True, "BertModel",
                              "BertConfig", hidden_size=24, intermediate_size=48, num_hidden_layers=2,
                              num_attention_heads=2, max_position_embeddings=64)  # fmt: skip
+
+
+# ---- a tiny dataset with semantic IDs ---------------------------------------------------------------
+def walk_dataset(tmp_path, num_items: int = 24, users: int = 150, length: int = 8):
+    """Users walk the catalogue in order (item i is followed by i + 1): the next item is predictable."""
+    import itertools
+    import json
+
+    import numpy as np
+
+    from genrec.data import prepare_dataset
+
+    rng = np.random.default_rng(0)
+    lines = ["user_id,item_id,timestamp"]
+    for user in range(users):
+        start = int(rng.integers(num_items))
+        lines += [f"u{user},i{(start + t) % num_items},{t}" for t in range(length)]
+    write_lines(tmp_path / "events.csv", lines)
+    codes = list(itertools.product(range(3), range(3), range(3)))
+    sid_file = tmp_path / "walk.index.json"
+    sid_file.write_text(json.dumps({f"i{i}": [f"<a_{a}>", f"<b_{b}>", f"<c_{c}>"] for i, (a, b, c) in
+                                    zip(range(num_items), codes)}))  # fmt: skip
+    write_lines(tmp_path / "items.csv", ["item_id,title", *[f"i{i},walk stop {i}" for i in range(num_items)]])
+    dataset = prepare_dataset("csv", tmp_path / "walk", raw=tmp_path / "events.csv", items=str(tmp_path / "items.csv"),
+                              text_cols=["title"])  # fmt: skip
+    return dataset, sid_file

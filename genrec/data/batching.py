@@ -38,11 +38,40 @@ class SequenceBatch:
     def to(self, device: torch.device | str) -> SequenceBatch:
         return SequenceBatch(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
 
+    def next_item_examples(self, history_len: int) -> NextItemExamples:
+        """One (history, next item) example per target of the batch, for models that read each
+        prefix on its own (TIGER, the SID LLM) instead of all positions in one causal pass.
+
+        The history of the target at position t is the latest `history_len` items up to t.
+        """
+        rows, cols = torch.nonzero(self.targets != 0, as_tuple=True)  # [E] each
+        start = (cols - history_len + 1).clamp(min=0)
+        index = start[:, None] + torch.arange(history_len, device=self.items.device)[None, :]  # [E, H]
+        valid = index <= cols[:, None]
+        history = self.items[rows[:, None], index.clamp(max=self.items.shape[1] - 1)] * valid
+        return NextItemExamples(self.users[rows], history, cols - start + 1, self.targets[rows, cols])
+
     def rows(self, start: int, stop: int) -> SequenceBatch:
         """Rows start..stop-1, with the padding columns none of them uses cut off."""
         width = max(int(self.lengths[start:stop].max()), 1)
         return SequenceBatch(**{f.name: getattr(self, f.name)[start:stop] if f.name in ("users", "lengths")
                                 else getattr(self, f.name)[start:stop, :width] for f in fields(self)})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NextItemExamples:
+    """E (history -> next item) examples.
+
+    users:   [E] int64
+    history: [E, H] int64 the latest items before the target, oldest first, right-padded with 0
+    lengths: [E] int64 real items per history (>= 1)
+    targets: [E] int64 the item that followed
+    """
+
+    users: torch.Tensor
+    history: torch.Tensor
+    lengths: torch.Tensor
+    targets: torch.Tensor
 
 
 class TrainSequences(TorchDataset):

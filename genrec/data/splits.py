@@ -44,6 +44,12 @@ class EvalCases:
         return EvalCases(self.users[index], self.targets[index], self.history_start[index], self.history_end[index],
                          self.target_timestamps[index])  # fmt: skip
 
+    def sample(self, max_cases: int | None, seed: int = 0) -> EvalCases:
+        """At most `max_cases` of the cases, a fixed random sample kept in order (None: all)."""
+        if max_cases is None or max_cases >= len(self):
+            return self
+        return self.take(np.sort(np.random.default_rng(seed).choice(len(self), size=max_cases, replace=False)))
+
     @staticmethod
     def at(sequences: Sequences, users: np.ndarray, positions: np.ndarray) -> EvalCases:
         """Cases whose target is the event at `positions`, with every earlier event of the user as history."""

@@ -92,8 +92,9 @@ def resolve_model_path(spec: str, gguf_file: str | None = None) -> ModelLocation
     return ModelLocation(directory.resolve(), gguf_file)
 
 
-def load_text_model(location: ModelLocation) -> tuple[nn.Module, Any]:
-    """(base model without a head, tokenizer) from a local directory; the tokenizer pads on the right.
+def load_text_model(location: ModelLocation, causal_lm_head: bool = False) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) from a local directory; the tokenizer pads on the right. The model is the
+    base model without a head, or with its language-modelling head when `causal_lm_head`.
 
     Weights load in fp32 (GGUF files are dequantized); CUDA runs use bf16 autocast."""
     transformers = require("transformers")
@@ -104,7 +105,8 @@ def load_text_model(location: ModelLocation) -> tuple[nn.Module, Any]:
         tokenizer = transformers.AutoTokenizer.from_pretrained(location.directory, **kwargs)
         # fp32 whatever the checkpoint's dtype (transformers 5 would keep bf16 checkpoints in bf16)
         dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-        model = transformers.AutoModel.from_pretrained(location.directory, **{dtype_key: torch.float32}, **kwargs)
+        auto = transformers.AutoModelForCausalLM if causal_lm_head else transformers.AutoModel
+        model = auto.from_pretrained(location.directory, **{dtype_key: torch.float32}, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise GenrecError(f"could not load a transformers model from {location.directory}: {exc}") from exc
     if tokenizer.pad_token is None:  # Llama-style tokenizers have none; padding is masked anyway

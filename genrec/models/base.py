@@ -1,7 +1,10 @@
-"""The contract every sequential model follows. Losses, the trainer and the evaluator use only this.
+"""The contracts models follow. Losses, the trainer and the evaluator use only these.
 
 A sequential model maps a batch of histories to one user vector per position (`encode`) and maps
 item indices to item vectors (`item_vectors`); the score of item j for a user vector u is u . v_j.
+A generative model (TIGER, the SID LLM) instead generates the next item's tokens: it computes its
+own training loss from a batch and ranks items by generation (a beam search).
+Both give the evaluator a `scorer()`, so every model is measured the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from genrec.eval.evaluator import EvalBatch
+from genrec.eval.evaluator import EvalBatch, Scorer
 
 if TYPE_CHECKING:
+    from genrec.data.batching import SequenceBatch
     from genrec.data.dataset import Dataset
 
 
@@ -55,6 +59,15 @@ class SequentialRecommender(nn.Module, ABC):
         """A fresh model for `dataset` (models that read item text or features override this)."""
         return cls(dataset.num_items, config)  # type: ignore[call-arg]
 
+    def scorer(self) -> Scorer:
+        """Full-catalogue scores for the evaluator (the item table is computed once, here)."""
+        return SequentialScorer(self)
+
+    @property
+    def train_len(self) -> int:
+        """Events per user sequence in a training batch: the latest `max_len` inputs."""
+        return self.max_len
+
     @abstractmethod
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """[...] int64 item indices -> [..., D] item vectors (index 0 = padding)."""
@@ -80,6 +93,35 @@ class SequentialRecommender(nn.Module, ABC):
         hidden = self.encode(items, timestamps, lengths, query)  # [B, L, D]
         rows = torch.arange(items.shape[0], device=items.device)
         return hidden[rows, lengths - 1]
+
+
+class GenerativeRecommender(nn.Module, ABC):
+    """Base class of models that generate the next item instead of scoring item vectors."""
+
+    num_items: int
+    max_len: int  # history items the model reads
+    train_len: int  # events per user sequence in a training batch (each target is one example)
+
+    @abstractmethod
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        """The loss summed over the batch's targets (a scalar), as the trainer's losses return it."""
+
+    @abstractmethod
+    def scorer(self) -> Scorer:
+        """[B, N+1] scores for an `EvalBatch`, from generation (items not generated score -inf)."""
+
+    @classmethod
+    @abstractmethod
+    def for_dataset(cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None,
+                    progress: bool = True) -> GenerativeRecommender:  # fmt: skip
+        """A fresh model for `dataset` (generative models read the items' semantic IDs from it)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+Recommender = SequentialRecommender | GenerativeRecommender
 
 
 class SequentialScorer:

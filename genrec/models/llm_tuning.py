@@ -16,7 +16,8 @@ from genrec.optional import require
 class LLMTuning:
     """Config fields of a model section that holds a language model (flat keys: model.item_llm.train, ...)."""
 
-    train: Literal["frozen", "lora", "full"] = "frozen"
+    # new-tokens: only the rows of tokens added to the vocabulary (the SID LLM's SID tokens)
+    train: Literal["frozen", "lora", "full", "new-tokens"] = "frozen"
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -24,10 +25,15 @@ class LLMTuning:
     gradient_checkpointing: bool = True  # recompute activations in the backward pass to save memory
 
 
-def prepare_for_training(model: nn.Module, tuning: LLMTuning, where: str) -> nn.Module:
-    """`model` with the trainable weights `tuning` asks for (`where`: the config section, for errors)."""
+def prepare_for_training(model: nn.Module, tuning: LLMTuning, where: str, new_tokens: list[int] | None = None) -> nn.Module:
+    """`model` with the trainable weights `tuning` asks for (`where`: the config section, for errors).
+
+    new_tokens: token ids added to the vocabulary; their embedding rows (input, and output when
+    untied) train in the `lora` and `new-tokens` modes (through peft's trainable tokens)."""
     if tuning.train == "frozen":
         return model.requires_grad_(False)
+    if tuning.train == "new-tokens" and not new_tokens:
+        raise ConfigError(f"{where}.train=new-tokens trains only tokens added to the vocabulary, and none were added")
     if tuning.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
             model.activation_checkpointing_enable({"use_reentrant": False})
@@ -36,14 +42,27 @@ def prepare_for_training(model: nn.Module, tuning: LLMTuning, where: str) -> nn.
     if tuning.train == "full":
         return model
     peft = require("peft")
-    lora = peft.LoraConfig(r=tuning.lora_rank, lora_alpha=tuning.lora_alpha, lora_dropout=tuning.lora_dropout,
-                           target_modules=list(tuning.lora_targets) or None)  # fmt: skip
+    token_rows = {name: list(new_tokens) for name in _embedding_module_names(model)} if new_tokens else None
+    if tuning.train == "new-tokens":
+        config = peft.TrainableTokensConfig(token_indices=list(new_tokens or []), target_modules=list(token_rows or []))
+    else:
+        config = peft.LoraConfig(r=tuning.lora_rank, lora_alpha=tuning.lora_alpha, lora_dropout=tuning.lora_dropout,
+                                 target_modules=list(tuning.lora_targets) or None, trainable_token_indices=token_rows)  # fmt: skip
     try:
-        adapted = peft.get_peft_model(model, lora)
+        adapted = peft.get_peft_model(model, config)
     except ValueError as exc:  # peft knows no default target modules for this architecture
         raise ConfigError(f"{where}.lora_targets: {exc}") from None
     exclude_frozen_weights_from_state_dict(adapted)
     return adapted
+
+
+def _embedding_module_names(model: nn.Module) -> list[str]:
+    """The module names of the input embedding and, when its weights are not tied to it, the output head."""
+    tables = [model.get_input_embeddings()]
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and head.weight is not tables[0].weight:
+        tables.append(head)
+    return [name.split(".")[-1] for name, module in model.named_modules() if any(module is t for t in tables)]
 
 
 def exclude_frozen_weights_from_state_dict(module: nn.Module) -> None:

@@ -31,7 +31,7 @@ from genrec.data.batching import SequenceBatch, TrainSequences
 from genrec.data.splits import Split
 from genrec.errors import DataError, GenrecError
 from genrec.eval.evaluator import evaluate
-from genrec.models.base import SequentialRecommender, SequentialScorer
+from genrec.models.base import GenerativeRecommender, Recommender, SequentialRecommender
 from genrec.runs import RunDir
 from genrec.train.distributed import DistContext
 from genrec.train.losses import (
@@ -124,7 +124,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: SequentialRecommender,
+        model: Recommender,
         split: Split,
         config: RunConfig,
         run_dir: RunDir | None,
@@ -141,9 +141,11 @@ class Trainer:
         self.module: nn.Module = DistributedDataParallel(model) if context.enabled else model
         # summed here and divided by the global number of targets, so that N processes take the
         # same step as one process with the whole batch (DDP averages gradients over processes)
-        self.loss = build_loss(config.train.loss, model, reduction="sum").to(self.device)
+        # a generative model computes its own loss (cross-entropy of the next item's tokens)
+        self.generative = isinstance(model, GenerativeRecommender)
+        self.loss = nn.Module() if self.generative else build_loss(config.train.loss, model, reduction="sum").to(self.device)
         self.progress = progress and context.is_main
-        self.dataset = TrainSequences(split.train, model.max_len)
+        self.dataset = TrainSequences(split.train, model.train_len)
         if len(self.dataset) == 0:
             raise DataError("no user has 2 or more training events: nothing to train on")
         batch_size = config.train.batch_size
@@ -268,6 +270,8 @@ class Trainer:
         """Summed loss over the batch's targets."""
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):  # fmt: skip
+            if self.generative:
+                return self.module(batch)
             hidden = self.module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps)  # [B, L, D]
             has_target = batch.targets != 0  # [B, L]
             return self.loss(hidden[has_target], batch.targets[has_target], self.model)
@@ -276,10 +280,10 @@ class Trainer:
     def evaluate(self, which: str) -> dict[str, float]:
         """Full-ranking metrics on the validation or test cases, sharded over the processes."""
         self.model.eval()
-        cases = self.split.cases(which).take(slice(self.context.rank, None, self.context.world_size))
         e = self.config.eval
+        cases = self.split.cases(which).sample(e.max_cases).take(slice(self.context.rank, None, self.context.world_size))
         started = time.perf_counter()
-        metrics = evaluate(SequentialScorer(self.model), self.split.sequences, cases, self.model.num_items, ks=e.ks,
+        metrics = evaluate(self.model.scorer(), self.split.sequences, cases, self.model.num_items, ks=e.ks,
                            batch_size=e.batch_size, max_history=self.model.max_len, mask_history=e.mask_history,
                            device=self.device, progress=self.progress, desc=f"eval {which}")  # fmt: skip
         names = [k for k in metrics if k != "num_users"]

@@ -1,0 +1,204 @@
+"""A pretrained causal LM that recommends by writing the next item's semantic ID (MiniOneRec-style).
+
+The SID codes become new tokens (`genrec.llm.sid_tokens`); a prompt lists the history's SIDs
+(`genrec.llm.prompts`) and the model is fine-tuned to answer with the next item's SID (loss on the
+answer tokens only), optionally with MiniOneRec's alignment tasks (title <-> SID, titles -> next
+SID) built for each batch's target items. Recommendations come from the trie-constrained beam
+search shared with TIGER, driven here by the LM with its key/value cache; `transformers`'
+`generate` is never called, so a model's `generation_config` (sampling, temperature, top_p) cannot
+change the search. The beams, best first, are the ranking for the shared evaluator.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from genrec.errors import ConfigError, DataError
+from genrec.eval.evaluator import EvalBatch
+from genrec.items.beam_search import Beams, beams_to_scores, constrained_beam_search
+from genrec.items.llm_embed import context_length, load_text_model, resolve_model_path
+from genrec.items.trie import LevelTables, SIDTrie
+from genrec.llm.prompts import PromptBuilder, PromptConfig, Task, left_padded
+from genrec.llm.sid_tokens import add_sid_tokens, check_item_tokens
+from genrec.models.base import GenerativeRecommender, ModelConfig, latest
+from genrec.models.llm_tuning import LLMTuning, prepare_for_training
+from genrec.models.tiger import semantic_ids_for
+
+if TYPE_CHECKING:
+    from genrec.data.batching import SequenceBatch
+    from genrec.data.dataset import Dataset
+
+log = logging.getLogger("genrec.models")
+
+ALIGNMENT_TASKS: tuple[Task, ...] = ("title-to-sid", "sid-to-title", "titles-to-next")
+
+
+@dataclass
+class SIDLLMConfig(ModelConfig, LLMTuning):
+    name: str = "sid-llm"
+    path: str = ""  # a local Hugging Face causal LM directory, or python:PACKAGE
+    gguf_file: str | None = None
+    # full: every weight; lora: adapters + the new token rows; new-tokens: only the new token rows
+    # (MiniOneRec's --freeze_LLM)
+    train: Literal["full", "lora", "new-tokens"] = "lora"  # type: ignore[assignment]
+    sid_file: str | None = None  # as TIGER's: default the SIDs the dataset ships
+    max_len: int = 10  # history items in the prompt (MiniOneRec: 10)
+    train_len: int = 50
+    max_prompt_tokens: int = 1024  # longer prompts drop their oldest history items (counted in the log)
+    tasks: list[str] = field(default_factory=lambda: ["next-item"])  # add title-to-sid, sid-to-title, titles-to-next
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    num_beams: int = 50
+    eval_users_per_pass: int = 4
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in ("next-item", *ALIGNMENT_TASKS)]
+        if unknown or "next-item" not in self.tasks:
+            raise ConfigError(f"model.tasks must include next-item and only name next-item, "
+                              f"{', '.join(ALIGNMENT_TASKS)}; got {self.tasks}")  # fmt: skip
+        for key in ("max_len", "train_len", "max_prompt_tokens", "num_beams", "eval_users_per_pass"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+
+
+class SIDLLM(GenerativeRecommender):
+    def __init__(self, dataset: Dataset, config: SIDLLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        sids = semantic_ids_for(dataset, config.sid_file)
+        if sids.collisions():
+            log.warning("%d items share a semantic ID with another item: they tie in the ranking", sids.collisions())
+        self.num_items, self.max_len, self.train_len = dataset.num_items, config.max_len, config.train_len
+        model, tokenizer = load_text_model(resolve_model_path(config.path, config.gguf_file), causal_lm_head=True)
+        extended = add_sid_tokens(model, tokenizer, sids)
+        self.tokenizer = tokenizer
+        self.register_buffer("item_tokens", extended.item_tokens)  # [N+1, L]; a checkpoint must match it
+        limit = min(config.max_prompt_tokens, (context_length(model) or 10**9) - sids.num_levels - 1)
+        titles = _item_titles(dataset, config.prompts.title_field, needed=len(config.tasks) > 1 or config.prompts.with_titles)
+        self.prompts = PromptBuilder(config.prompts, tokenizer, extended.item_tokens, titles, limit)
+        self.llm = prepare_for_training(model, config, "model", new_tokens=extended.new_token_ids)
+
+    @classmethod
+    def for_dataset(cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None,
+                    progress: bool = True) -> SIDLLM:  # fmt: skip
+        assert isinstance(config, SIDLLMConfig)
+        return cls(dataset, config)
+
+    # ---- training ---------------------------------------------------------------------------------
+    def answer_logprobs(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """[E, T] log-probability of each label token (0 where labels are -100), from one forward pass."""
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
+        logits = self.llm(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1]  # [E, T-1, V]
+        targets = labels[:, 1:]
+        keep = targets != -100
+        logp = torch.zeros(targets.shape, device=ids.device)
+        logp[keep] = -F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
+        return logp
+
+    def task_examples(self, batch: SequenceBatch) -> tuple[list[list[int]], list[list[int]]]:
+        """(prompts, answers) token lists: one next-item example per target, plus the alignment tasks
+        for the batch's distinct target items."""
+        examples = batch.next_item_examples(self.max_len)
+        histories = [h[:n].tolist() for h, n in zip(examples.history.cpu(), examples.lengths.cpu())]
+        targets = examples.targets.tolist()
+        prompts = [self.prompts.history_prompt(h) for h in histories]
+        answers = [self.prompts.answer(t, "next-item") for t in targets]
+        for task in self.config.tasks[1:]:
+            if task == "titles-to-next":
+                prompts += [self.prompts.history_prompt(h, "titles-to-next") for h in histories]
+                answers += [self.prompts.answer(t, "next-item") for t in targets]
+            else:
+                for item in sorted(set(targets)):
+                    prompts.append(self.prompts.item_prompt(item, task))  # type: ignore[arg-type]
+                    answers.append(self.prompts.answer(item, task))  # type: ignore[arg-type]
+        return prompts, answers
+
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        """Summed negative log-likelihood of the answers (teacher forcing; the prompts carry no loss)."""
+        prompts, answers = self.task_examples(batch)
+        ids, mask, labels = left_padded(prompts, answers, self.tokenizer.pad_token_id)
+        device = self.item_tokens.device
+        return -self.answer_logprobs(ids.to(device), mask.to(device), labels.to(device)).sum()
+
+    # ---- generation -------------------------------------------------------------------------------
+    def trie(self) -> SIDTrie:
+        return SIDTrie(self.item_tokens[1:].tolist(), range(1, self.num_items + 1))
+
+    def history_prompts(self, history: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and mask [B, T] for right-padded histories [B, H]."""
+        prompts = [self.prompts.history_prompt(h[:n].tolist()) for h, n in zip(history.cpu(), lengths.cpu())]
+        ids, mask, _ = left_padded(prompts, [[] for _ in prompts], self.tokenizer.pad_token_id)
+        return ids.to(self.item_tokens.device), mask.to(self.item_tokens.device)
+
+    @torch.no_grad()
+    def generate(self, ids: torch.Tensor, mask: torch.Tensor, tables: LevelTables, num_beams: int | None = None) -> Beams:
+        """Constrained beam search after left-padded prompts ids/mask [B, T]: `Beams`, best first."""
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache()
+        state = {"mask": mask, "next": mask.sum(-1)}  # [R, t] attention, [R] position of the next token
+
+        def step(tokens: torch.Tensor | None, parents: torch.Tensor | None) -> torch.Tensor:
+            if tokens is None:
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                out = self.llm(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                               use_cache=True)  # fmt: skip
+            else:  # each beam continues its parent row: reorder the cache, append the new token
+                cache.reorder_cache(parents)
+                grown = torch.cat([state["mask"][parents], torch.ones_like(tokens)[:, None]], dim=1)
+                position = state["next"][parents]
+                state["mask"], state["next"] = grown, position + 1
+                out = self.llm(input_ids=tokens[:, None], attention_mask=grown, position_ids=position[:, None],
+                               past_key_values=cache, use_cache=True)  # fmt: skip
+            return out.logits[:, -1].float().log_softmax(-1)
+
+        return constrained_beam_search(step, tables, len(ids), num_beams or self.config.num_beams)
+
+    def scorer(self) -> SIDLLMScorer:
+        return SIDLLMScorer(self)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):  # noqa: ANN201
+        saved = state_dict.get("item_tokens")
+        if saved is None:
+            raise DataError("this checkpoint has no SID tokens: it is not an SFT-trained sid-llm model")
+        check_item_tokens(saved, self.item_tokens)
+        return super().load_state_dict(state_dict, strict, assign)
+
+
+def _item_titles(dataset: Dataset, column: str, needed: bool) -> list[str]:
+    names = dataset.items.schema.names
+    if column not in names:
+        if needed:
+            raise ConfigError(f"the prompts use item titles but the dataset has no {column!r} item field "
+                              f"(fields: {', '.join(names)}); set model.prompts.title_field")  # fmt: skip
+        return [""] * (dataset.num_items + 1)
+    titles = [""] * (dataset.num_items + 1)
+    for item, title in zip(dataset.items["item"].to_pylist(), dataset.items[column].to_pylist()):
+        titles[item] = title or ""
+    return titles
+
+
+class SIDLLMScorer:
+    """Adapts the SID LLM to the evaluator: the beams' items score their log-probability, the rest -inf."""
+
+    def __init__(self, model: SIDLLM) -> None:
+        self.model = model
+        self.tables = model.trie().level_tables().to(model.item_tokens.device)
+
+    @torch.no_grad()
+    def __call__(self, batch: EvalBatch) -> torch.Tensor:
+        model = self.model
+        device = model.item_tokens.device
+        items, _, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
+                                   batch.lengths.to(device), model.max_len)  # fmt: skip
+        scores = torch.empty(len(items), model.num_items + 1, device=device)
+        step = model.config.eval_users_per_pass
+        for start in range(0, len(items), step):
+            rows = slice(start, start + step)
+            ids, mask = model.history_prompts(items[rows], lengths[rows])
+            scores[rows] = beams_to_scores(model.generate(ids, mask, self.tables), self.tables, model.num_items)
+        return scores

@@ -1,0 +1,222 @@
+"""TIGER (Rajput et al., NeurIPS 2023, "Recommender Systems with Generative Retrieval").
+
+Each item is its semantic ID, a short tuple of codes (`genrec.items.semantic_ids`). An
+encoder-decoder transformer (a T5 built from a `transformers` config and trained from scratch)
+reads a user token and the SIDs of the latest `max_len` history items, and generates the next
+item's SID one code at a time. Recommendations come from a beam search constrained by the trie of
+valid SIDs, so every beam is a real item; the beams, best first, are the ranking.
+
+Vocabulary (`SIDVocabulary`): 0 = padding (also the decoder's start token), 1 = end of the
+encoder input, then `user_tokens` user-hash tokens, then one token per (level, code).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genrec.errors import ConfigError, DataError
+from genrec.eval.evaluator import EvalBatch
+from genrec.items.beam_search import beams_to_scores, constrained_beam_search
+from genrec.items.semantic_ids import SemanticIds, read_index_json
+from genrec.items.trie import LevelTables, SIDTrie
+from genrec.models.base import GenerativeRecommender, ModelConfig, latest
+from genrec.optional import require
+
+if TYPE_CHECKING:
+    from genrec.data.batching import SequenceBatch
+    from genrec.data.dataset import Dataset
+
+log = logging.getLogger("genrec.models")
+
+
+@dataclass
+class TIGERConfig(ModelConfig):
+    """TIGER's T5. The defaults are the paper's (4 + 4 layers, d_model 128, 6 heads of 64, MLP 1024,
+    dropout 0.1, 2000 user tokens, 20 history items)."""
+
+    name: str = "tiger"
+    # a `.index.json` of SIDs keyed by the dataset's raw item ids (`genrec sid build` writes one);
+    # default: the SIDs the dataset ships (LETTER and MiniOneRec sources)
+    sid_file: str | None = None
+    max_len: int = 20  # history items the encoder reads
+    train_len: int = 50  # latest events per user in a training batch; every target among them is one example
+    dim: int = 128
+    num_layers: int = 4  # encoder layers; the decoder has as many
+    num_heads: int = 6
+    head_dim: int = 64
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    user_tokens: int = 2000  # user ids hashed into this many tokens (0: no user token)
+    num_beams: int = 50  # beams of the constrained search = the length of the ranking
+    eval_users_per_pass: int = 16  # users beam-searched together (memory: users x beams x encoder length)
+
+    def __post_init__(self) -> None:
+        for key in ("max_len", "train_len", "dim", "num_layers", "num_heads", "head_dim", "ffn_dim", "num_beams",
+                    "eval_users_per_pass"):  # fmt: skip
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.user_tokens < 0 or not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.user_tokens must be >= 0 and model.dropout in [0, 1), got {self.user_tokens}, "
+                              f"{self.dropout}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SIDVocabulary:
+    """Token ids of TIGER's vocabulary."""
+
+    codebook_sizes: tuple[int, ...]
+    user_tokens: int
+    PAD = 0  # also the decoder's start token, as in T5
+    EOS = 1
+
+    @property
+    def level_offsets(self) -> np.ndarray:
+        """[L] the token id of code 0 at each level."""
+        return 2 + self.user_tokens + np.concatenate([[0], np.cumsum(self.codebook_sizes)[:-1]]).astype(np.int64)
+
+    @property
+    def size(self) -> int:
+        return 2 + self.user_tokens + sum(self.codebook_sizes)
+
+    def item_tokens(self, codes: np.ndarray) -> torch.Tensor:
+        """codes [N+1, L] (row 0 padding) -> [N+1, L] token ids (row 0 all PAD)."""
+        tokens = torch.from_numpy(codes + self.level_offsets[None, :])
+        tokens[0] = self.PAD
+        return tokens
+
+    def user_token(self, users: torch.Tensor) -> torch.Tensor:
+        """[B] user indices -> [B] token ids (TIGER hashes user ids into a fixed number of tokens)."""
+        return 2 + users % self.user_tokens
+
+
+def semantic_ids_for(dataset: Dataset, sid_file: str | None) -> SemanticIds:
+    """The SIDs a config names: `sid_file`, else those the dataset ships."""
+    if sid_file is None:
+        return SemanticIds.from_dataset(dataset)
+    return read_index_json(Path(sid_file).expanduser(), [str(k) for k in dataset.item_raw_ids()])
+
+
+class TIGER(GenerativeRecommender):
+    def __init__(self, sids: SemanticIds, config: TIGERConfig) -> None:
+        super().__init__()
+        transformers = require("transformers")
+
+        if sids.collisions():
+            log.warning("%d items share a semantic ID with another item: the beam search cannot tell them apart "
+                        "(they tie in the ranking)", sids.collisions())  # fmt: skip
+        self.config = config
+        self.num_items, self.max_len, self.train_len = sids.num_items, config.max_len, config.train_len
+        self.vocab = SIDVocabulary(tuple(sids.codebook_sizes), max(config.user_tokens, 1))
+        self.num_levels = sids.num_levels
+        # saved with the weights: a checkpoint is only valid with the SIDs it was trained on
+        self.register_buffer("item_tokens", self.vocab.item_tokens(sids.codes))  # [N+1, L]
+        t5 = transformers.T5Config(vocab_size=self.vocab.size, d_model=config.dim, d_kv=config.head_dim, d_ff=config.ffn_dim,
+                      num_layers=config.num_layers, num_decoder_layers=config.num_layers, num_heads=config.num_heads,
+                      dropout_rate=config.dropout, feed_forward_proj="relu", pad_token_id=SIDVocabulary.PAD,
+                      eos_token_id=SIDVocabulary.EOS, decoder_start_token_id=SIDVocabulary.PAD)  # fmt: skip
+        self.t5 = transformers.T5ForConditionalGeneration(t5)
+
+    @classmethod
+    def for_dataset(cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None,
+                    progress: bool = True) -> TIGER:  # fmt: skip
+        assert isinstance(config, TIGERConfig)
+        return cls(semantic_ids_for(dataset, config.sid_file), config)
+
+    # ---- the encoder input ------------------------------------------------------------------------
+    def encoder_inputs(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """[user token, the history's SID tokens oldest first, EOS], right-padded.
+
+        users: [E]; history: [E, H] right-padded item indices; lengths: [E] (0 is allowed).
+        Returns (input_ids [E, S], attention_mask [E, S]), S = 2 + max(lengths) * L (1 + ... without
+        user tokens).
+        """
+        E, L = history.shape[0], self.num_levels
+        width = int(lengths.max()) if E else 0
+        tokens = self.item_tokens[history[:, :width]].reshape(E, width * L)  # padding items give PAD
+        lead = [self.vocab.user_token(users)[:, None]] if self.config.user_tokens else []
+        ids = torch.cat([*lead, tokens, torch.zeros_like(tokens[:, :1])], dim=1)
+        columns = torch.arange(ids.shape[1], device=history.device)[None, :]
+        end = len(lead) + lengths[:, None] * L  # [E, 1] the EOS column
+        ids = torch.where(columns == end, SIDVocabulary.EOS, ids)
+        return ids, (columns <= end).long()
+
+    # ---- training ---------------------------------------------------------------------------------
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        """Summed negative log-likelihood of each target's SID given its history (teacher forcing)."""
+        examples = batch.next_item_examples(self.max_len)
+        ids, mask = self.encoder_inputs(examples.users, examples.history, examples.lengths)
+        targets = self.item_tokens[examples.targets]  # [E, L]
+        decoder_input = torch.cat([torch.zeros_like(targets[:, :1]), targets[:, :-1]], dim=1)  # shifted right
+        logits = self.t5(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_input).logits  # [E, L, V]
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+
+    # ---- generation -------------------------------------------------------------------------------
+    def trie(self) -> SIDTrie:
+        """The prefix trie of every item's SID tokens."""
+        return SIDTrie(self.item_tokens[1:].tolist(), range(1, self.num_items + 1))
+
+    @torch.no_grad()
+    def generate(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
+                 num_beams: int | None = None):  # noqa: ANN201  (returns Beams)  # fmt: skip
+        """Constrained beam search for B users: `Beams` with leaves [B, K] of `tables`, best first."""
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+        from transformers.modeling_outputs import BaseModelOutput
+
+        ids, mask = self.encoder_inputs(users, history, lengths)
+        states = self.t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, S, D]
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        rows = {"states": states, "mask": mask}
+
+        def step(tokens: torch.Tensor | None, parents: torch.Tensor | None) -> torch.Tensor:
+            if tokens is None:
+                decoder_input = torch.zeros(len(users), 1, dtype=torch.long, device=ids.device)
+            else:  # continue each beam from its parent row: the cache follows the beams
+                cache.reorder_cache(parents)
+                rows["states"], rows["mask"] = rows["states"][parents], rows["mask"][parents]
+                decoder_input = tokens[:, None]
+            out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=rows["states"]), attention_mask=rows["mask"],
+                          decoder_input_ids=decoder_input, past_key_values=cache, use_cache=True)  # fmt: skip
+            return out.logits[:, -1].float().log_softmax(-1)
+
+        return constrained_beam_search(step, tables, len(users), num_beams or self.config.num_beams)
+
+    def scorer(self) -> TIGERScorer:
+        return TIGERScorer(self)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):  # noqa: ANN201
+        saved = state_dict.get("item_tokens")
+        if saved is not None and not torch.equal(saved.to(self.item_tokens.device), self.item_tokens):
+            raise DataError("this checkpoint was trained with other semantic IDs than the model's sid_file (or the "
+                            "dataset) gives now: use the SIDs it was trained with")  # fmt: skip
+        return super().load_state_dict(state_dict, strict, assign)
+
+
+class TIGERScorer:
+    """Adapts TIGER to the evaluator: the beams' items score their log-probability, the rest -inf."""
+
+    def __init__(self, model: TIGER) -> None:
+        self.model = model
+        self.tables = model.trie().level_tables().to(model.device)
+
+    @torch.no_grad()
+    def __call__(self, batch: EvalBatch) -> torch.Tensor:
+        model, device = self.model, self.model.device
+        items, _, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
+                                   batch.lengths.to(device), model.max_len)  # fmt: skip
+        users = batch.users.to(device)
+        order = torch.argsort(lengths)  # users with similar history lengths share a pass: less padding
+        scores = torch.empty(len(users), model.num_items + 1, device=device)
+        step = model.config.eval_users_per_pass
+        for start in range(0, len(order), step):
+            rows = order[start : start + step]
+            beams = model.generate(users[rows], items[rows], lengths[rows], self.tables)
+            scores[rows] = beams_to_scores(beams, self.tables, model.num_items)
+        return scores
