@@ -6,7 +6,7 @@ code as `genrec train`); one run directory per entry under --out, and results.js
 
 TIGER's recipes are the paper's model; on a 2-core CPU they get a budget instead of the paper's
 200k steps: `--cpu-budget` (default on) trains 8 epochs of 64 users per batch on MiniOneRec and
-250 steps on Beauty.
+200 steps on Beauty.
 
     GENREC_DATA_DIR=../shared/data python benchmarks/tiger_quality.py --sids runs/sids --out runs/tiger-bench
 
@@ -25,7 +25,7 @@ from genrec.runner import format_table, run
 
 CPU_BUDGET = ["train.batch_size=64", "train.lr=0.002", "train.warmup_steps=50"]
 MINIONEREC_BUDGET = [*CPU_BUDGET, "train.epochs=8", "train.eval_every=4"]
-BEAUTY_BUDGET = [*CPU_BUDGET, "train.max_steps=250", "train.eval_every=1000"]
+BEAUTY_BUDGET = [*CPU_BUDGET, "train.max_steps=200", "train.eval_every=1000"]
 
 
 def entries(sids: Path, cpu_budget: bool) -> dict[str, tuple[str, list[str]]]:

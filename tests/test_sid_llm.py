@@ -30,6 +30,7 @@ from genrec.llm.grpo import (  # noqa: E402
     ranking_rewards,
     rl_config,
     rule_rewards,
+    train_grpo,
 )
 from genrec.llm.sid_tokens import add_sid_tokens  # noqa: E402
 
@@ -210,6 +211,13 @@ def test_sft_then_rl_then_eval_through_the_cli(walk, tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(ConfigError, match="RL starts from a trained sid-llm run"):
         rl_config(None, [], tmp_path / "pop")
+    # the collaborative reward reads another genrec run (here the popularity baseline)
+    collaborative = rl_config(rl_file, ["rl.reward=collaborative", f"rl.collaborative_run={tmp_path / 'pop'}",
+                                        "train.max_steps=1"], tmp_path / "sft")  # fmt: skip
+    assert train_grpo(collaborative, tmp_path / "sft", tmp_path / "rl-cf", progress=False)["steps"] == 1
+    rewards = [json.loads(line) for line in (tmp_path / "rl-cf" / "metrics.jsonl").read_text().splitlines()]
+    train_rewards = [r["reward"] for r in rewards if r["split"] == "train"]
+    assert len(train_rewards) == 1 and 0 < train_rewards[0] < 1  # probabilities, not 0/1 hits
     # a SID file that does not match the saved model's tokens
     table = json.loads(sid_file.read_text())
     table["i0"], table["i1"] = table["i1"], table["i0"]

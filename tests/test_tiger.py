@@ -17,6 +17,7 @@ from genrec.items.beam_search import beams_to_scores, constrained_beam_search
 from genrec.items.semantic_ids import SemanticIds
 from genrec.items.trie import SIDTrie
 from genrec.runner import evaluate_split, run, scorer_for, split_for
+from genrec.serve.export import export_item_embeddings
 
 from conftest import walk_dataset
 
@@ -166,6 +167,8 @@ def test_tiger_learns_a_predictable_sequence_through_the_shared_trainer(tmp_path
     split = split_for(dataset, config)
     again = evaluate_split(scorer_for(dataset, split, config, result.run_dir), dataset, split, "test", config, progress=False)
     assert again["hr@1"] == result.metrics["test"]["hr@1"] and again["ndcg@10"] == result.metrics["test"]["ndcg@10"]
+    with pytest.raises(ConfigError, match="generates semantic IDs and has no item embedding table"):
+        export_item_embeddings(result.run_dir)
     # the checkpoint only fits the SIDs it was trained on
     other = tmp_path / "other.index.json"
     table = json.loads(sid_file.read_text())

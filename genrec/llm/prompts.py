@@ -13,12 +13,15 @@ longer than the limit drops its oldest history items (counted) instead of being 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from genrec.errors import ConfigError
+
+log = logging.getLogger("genrec.llm")
 
 Task = Literal["next-item", "title-to-sid", "sid-to-title", "titles-to-next"]
 
@@ -96,6 +99,9 @@ class PromptBuilder:
         while total > budget and start < len(pieces) - 1:  # keep at least the latest item
             total -= len(pieces[start]) + len(separator)
             start += 1
+        if start and not self.truncated_items:
+            log.warning("a prompt is longer than %d tokens: its oldest history items are dropped (the count is "
+                        "logged after each evaluation)", self.max_prompt_tokens)  # fmt: skip
         self.truncated_items += start
         body: list[int] = []
         for i, piece in enumerate(pieces[start:]):

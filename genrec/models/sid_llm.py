@@ -201,4 +201,7 @@ class SIDLLMScorer:
             rows = slice(start, start + step)
             ids, mask = model.history_prompts(items[rows], lengths[rows])
             scores[rows] = beams_to_scores(model.generate(ids, mask, self.tables), self.tables, model.num_items)
+        if model.prompts.truncated_items:
+            log.info("%d history items dropped so far to fit prompts into %d tokens", model.prompts.truncated_items,
+                     model.prompts.max_prompt_tokens)  # fmt: skip
         return scores

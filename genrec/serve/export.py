@@ -56,6 +56,11 @@ def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, o
     checkpoint = run.path / BEST_CHECKPOINT
     if config.model.name == "popularity":
         raise ConfigError("the popularity baseline has no item embeddings to export")
+    from genrec.models import NEURAL_MODELS, GenerativeRecommender
+
+    if issubclass(NEURAL_MODELS[config.model.name], GenerativeRecommender):
+        raise ConfigError(f"model {config.model.name!r} generates semantic IDs and has no item embedding table to "
+                          f"export; its item representation is the SID file (model.sid_file or the dataset's SIDs)")  # fmt: skip
     if not checkpoint.is_file():
         raise ConfigError(f"{run.path} has no {BEST_CHECKPOINT}: train the run first (genrec train)")
     dataset = dataset_for(config.data, download=False)

@@ -164,6 +164,7 @@ class Trainer:
         self.scheduler = build_schedule(self.optimizer, t, total_steps=total_steps)
         self.micro_batch_size = micro_batch_size(t, self.device)
         self.state = TrainState()
+        self.best_valid: dict[str, float] | None = None  # metrics of the best checkpoint, when computed in this process
         use_amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_amp else None
         self.writer = None
@@ -324,6 +325,7 @@ class Trainer:
                     self.state.best_metric, self.state.best_epoch = valid[metric], epoch
                     self.state.evals_without_improvement = 0
                     self.save(BEST_CHECKPOINT, {"model": self.model.state_dict(), "epoch": epoch})
+                    self.best_valid = valid
                 else:
                     self.state.evals_without_improvement += 1
                     if t.patience is not None and self.state.evals_without_improvement >= t.patience:
@@ -344,10 +346,14 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Load the best checkpoint (if any) and compute validation and test metrics once."""
         self.context.barrier()
+        known_valid = None
         if self.run_dir is not None and (self.run_dir.path / BEST_CHECKPOINT).is_file():
             best = torch.load(self.run_dir.path / BEST_CHECKPOINT, map_location=self.device, weights_only=False)
             self.model.load_state_dict(best["model"])
-        results = {"valid": self.evaluate("valid"), "test": self.evaluate("test")}
+            # the best checkpoint's validation metrics are reused when this process computed them (an
+            # evaluation is deterministic, and a generative model's beam search makes it costly)
+            known_valid = self.best_valid
+        results = {"valid": known_valid or self.evaluate("valid"), "test": self.evaluate("test")}
         for which, metrics in results.items():
             self._log({"split": which, "epoch": self.state.best_epoch, "final": True, **metrics})
         if self.writer is not None:
