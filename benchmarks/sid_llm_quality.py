@@ -31,7 +31,7 @@ def sft_tokens_per_second(model, split, batches: int = 3, users: int = 16) -> fl
     model.train()
     tokens, started = 0, time.perf_counter()
     for b in range(batches):
-        batch = sequences.collate(list(range(b * users, (b + 1) * users)))
+        batch = sequences.collate(sequences.users[b * users : (b + 1) * users].tolist())
         prompts, answers = model.task_examples(batch)
         tokens += sum(len(p) + len(a) for p, a in zip(prompts, answers))
         model(batch).backward()

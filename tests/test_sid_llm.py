@@ -31,6 +31,7 @@ from genrec.llm.grpo import (  # noqa: E402
     rl_config,
     rule_rewards,
     train_grpo,
+    training_examples,
 )
 from genrec.llm.sid_tokens import add_sid_tokens  # noqa: E402
 
@@ -162,6 +163,16 @@ def test_rewards_match_hand_computed_values():
     mean, std = 1 / 3, math.sqrt(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 3)
     torch.testing.assert_close(group_advantages(rewards, valid, eps=0.0),
                                torch.tensor([[(1 - mean) / std, -mean / std, -mean / std, 0.0]]))  # fmt: skip
+
+
+def test_rl_examples_are_every_training_target(walk):
+    config = _config(walk)
+    dataset = dataset_for(config.data)
+    split = split_for(dataset, config)
+    examples = training_examples(split.train, build_model(dataset, config, progress=False))
+    expected = [(u, split.train.user(u)[t]) for u in range(1, split.train.num_users + 1)
+                for t in range(1, len(split.train.user(u)))]  # fmt: skip
+    assert sorted(zip(examples.users.tolist(), examples.targets.tolist())) == sorted(expected)
 
 
 def test_one_grpo_step_changes_the_trainable_weights_only(walk):

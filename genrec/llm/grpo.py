@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from genrec.config import RunConfig, config_differences, from_dict, to_dict
 from genrec.data.batching import NextItemExamples, TrainSequences
+from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, GenrecError
 from genrec.eval.evaluator import EvalBatch, Scorer, evaluate
 from genrec.models.sid_llm import SIDLLM
@@ -162,6 +163,14 @@ def rl_config(config_path: str | Path | None, overrides: list[str], sft_run: Pat
     return config
 
 
+def training_examples(train: Sequences, model: SIDLLM) -> NextItemExamples:
+    """Every (history -> next item) example of the training sequences (each user's latest `train_len` events)."""
+    sequences = TrainSequences(train, model.train_len)
+    if len(sequences) == 0:
+        raise GenrecError("no user has 2 or more training events: nothing to train on")
+    return sequences.collate(sequences.users.tolist()).next_item_examples(model.max_len)
+
+
 def train_grpo(config: RunConfig, sft_run: Path, out: Path, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """GRPO from the best checkpoint of `sft_run`; writes a run directory `genrec eval` reads."""
     from genrec.runner import build_model, dataset_for, scorer_for, split_for
@@ -179,10 +188,7 @@ def train_grpo(config: RunConfig, sft_run: Path, out: Path, overwrite: bool = Fa
         cf_config = RunDir.open(cf_run).config()
         reward_scorer = scorer_for(dataset, split, cf_config, cf_run)
     t, e = config.train, config.eval
-    examples = TrainSequences(split.train, model.train_len)
-    everything = examples.collate(list(range(len(examples)))).next_item_examples(model.max_len)
-    if len(everything.targets) == 0:
-        raise GenrecError("no training examples for RL")
+    everything = training_examples(split.train, model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     steps = t.max_steps or math.ceil(t.epochs * len(everything.targets) / t.batch_size)
