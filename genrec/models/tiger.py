@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import EvalBatch
-from genrec.items.beam_search import beams_to_scores, constrained_beam_search
+from genrec.items.beam_search import Beams, beams_to_scores, constrained_beam_search
 from genrec.items.semantic_ids import SemanticIds, read_index_json
 from genrec.items.trie import LevelTables, SIDTrie
 from genrec.models.base import GenerativeRecommender, ModelConfig, latest
@@ -165,7 +165,7 @@ class TIGER(GenerativeRecommender):
 
     @torch.no_grad()
     def generate(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
-                 num_beams: int | None = None):  # noqa: ANN201  (returns Beams)  # fmt: skip
+                 num_beams: int | None = None) -> Beams:  # fmt: skip
         """Constrained beam search for B users: `Beams` with leaves [B, K] of `tables`, best first."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
