@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from genrec.eval.evaluator import EvalBatch, Scorer
+from genrec.items.trie import SIDTrie
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
@@ -101,6 +102,7 @@ class GenerativeRecommender(nn.Module, ABC):
     num_items: int
     max_len: int  # history items the model reads
     train_len: int  # events per user sequence in a training batch (each target is one example)
+    item_tokens: torch.Tensor  # [N+1, L] the token ids of each item's semantic ID (row 0 = padding)
 
     @abstractmethod
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
@@ -109,6 +111,10 @@ class GenerativeRecommender(nn.Module, ABC):
     @abstractmethod
     def scorer(self) -> Scorer:
         """[B, N+1] scores for an `EvalBatch`, from generation (items not generated score -inf)."""
+
+    def trie(self) -> SIDTrie:
+        """The prefix trie of every item's SID tokens (what the constrained beam search may generate)."""
+        return SIDTrie(self.item_tokens[1:].tolist(), range(1, self.num_items + 1))
 
     @classmethod
     @abstractmethod

@@ -22,7 +22,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import EvalBatch
 from genrec.items.beam_search import Beams, beams_to_scores, constrained_beam_search
 from genrec.items.llm_embed import context_length, load_text_model, resolve_model_path
-from genrec.items.trie import LevelTables, SIDTrie
+from genrec.items.trie import LevelTables
 from genrec.llm.prompts import PromptBuilder, PromptConfig, Task, left_padded
 from genrec.llm.sid_tokens import add_sid_tokens, check_item_tokens
 from genrec.models.base import GenerativeRecommender, ModelConfig, latest
@@ -125,9 +125,6 @@ class SIDLLM(GenerativeRecommender):
         return -self.answer_logprobs(ids.to(device), mask.to(device), labels.to(device)).sum()
 
     # ---- generation -------------------------------------------------------------------------------
-    def trie(self) -> SIDTrie:
-        return SIDTrie(self.item_tokens[1:].tolist(), range(1, self.num_items + 1))
-
     def history_prompts(self, history: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and mask [B, T] for right-padded histories [B, H]."""
         prompts = [self.prompts.history_prompt(h[:n].tolist()) for h, n in zip(history.cpu(), lengths.cpu())]

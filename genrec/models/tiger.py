@@ -25,7 +25,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import EvalBatch
 from genrec.items.beam_search import Beams, beams_to_scores, constrained_beam_search
 from genrec.items.semantic_ids import SemanticIds, read_index_json
-from genrec.items.trie import LevelTables, SIDTrie
+from genrec.items.trie import LevelTables
 from genrec.models.base import GenerativeRecommender, ModelConfig, latest
 from genrec.optional import require
 
@@ -159,10 +159,6 @@ class TIGER(GenerativeRecommender):
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
 
     # ---- generation -------------------------------------------------------------------------------
-    def trie(self) -> SIDTrie:
-        """The prefix trie of every item's SID tokens."""
-        return SIDTrie(self.item_tokens[1:].tolist(), range(1, self.num_items + 1))
-
     @torch.no_grad()
     def generate(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
                  num_beams: int | None = None) -> Beams:  # fmt: skip
