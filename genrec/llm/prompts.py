@@ -100,8 +100,8 @@ class PromptBuilder:
             total -= len(pieces[start]) + len(separator)
             start += 1
         if start and not self.truncated_items:
-            log.warning("a prompt is longer than %d tokens: its oldest history items are dropped (the count is "
-                        "logged after each evaluation)", self.max_prompt_tokens)  # fmt: skip
+            log.warning("a prompt is longer than %d tokens: its oldest history items are dropped (the running count is "
+                        "logged at each evaluation)", self.max_prompt_tokens)  # fmt: skip
         self.truncated_items += start
         body: list[int] = []
         for i, piece in enumerate(pieces[start:]):

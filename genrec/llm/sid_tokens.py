@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from genrec.errors import DataError
 from genrec.items.semantic_ids import SemanticIds, code_token
 
 
@@ -59,11 +58,3 @@ def add_sid_tokens(model: nn.Module, tokenizer: Any, sids: SemanticIds) -> SIDTo
     item_tokens = lookup[(codes.clamp(min=0) + offsets)]  # [N+1, L]
     item_tokens[0] = tokenizer.pad_token_id
     return SIDTokens(item_tokens, [i for i in ids if i >= old_size])
-
-
-def check_item_tokens(saved: torch.Tensor, current: torch.Tensor) -> None:
-    """A saved model's SID token table must be the one the current SIDs give."""
-    if saved.shape != current.shape or not torch.equal(saved.cpu(), current.cpu()):
-        raise DataError(f"the SID file does not match the SID tokens of the saved model (saved {tuple(saved.shape)} "
-                        f"items x levels, now {tuple(current.shape)}; or the codes differ): use the SIDs the model "
-                        f"was trained with")  # fmt: skip

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from genrec.errors import DataError
 from genrec.eval.evaluator import EvalBatch, Scorer
-from genrec.items.trie import SIDTrie
+from genrec.items.beam_search import Beams, beams_to_scores
+from genrec.items.trie import LevelTables, SIDTrie
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
@@ -97,24 +99,57 @@ class SequentialRecommender(nn.Module, ABC):
 
 
 class GenerativeRecommender(nn.Module, ABC):
-    """Base class of models that generate the next item instead of scoring item vectors."""
+    """Base class of models that generate the next item instead of scoring item vectors.
+
+    Their configs have `num_beams` (the length of the ranking) and `eval_users_per_pass`.
+    """
 
     num_items: int
     max_len: int  # history items the model reads
     train_len: int  # events per user sequence in a training batch (each target is one example)
     item_tokens: torch.Tensor  # [N+1, L] the token ids of each item's semantic ID (row 0 = padding)
+    config: Any
 
     @abstractmethod
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """The loss summed over the batch's targets (a scalar), as the trainer's losses return it."""
 
     @abstractmethod
+    def generate_next(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
+                      num_beams: int | None = None) -> Beams:  # fmt: skip
+        """Constrained beam search for the next item of B users.
+
+        users: [B] user indices; history: [B, H] right-padded item indices, oldest first; lengths: [B].
+        Returns `Beams` whose leaves [B, K] index `tables` (K = num_beams, default config.num_beams), best first.
+        """
+
     def scorer(self) -> Scorer:
         """[B, N+1] scores for an `EvalBatch`, from generation (items not generated score -inf)."""
+        return GeneratedRankingScorer(self)
 
     def trie(self) -> SIDTrie:
         """The prefix trie of every item's SID tokens (what the constrained beam search may generate)."""
         return SIDTrie(self.item_tokens[1:].tolist(), range(1, self.num_items + 1))
+
+    def level_tables(self) -> LevelTables:
+        """`trie().level_tables()` on the model's device, built once (a model's SIDs never change)."""
+        tables = self.__dict__.get("_level_tables")
+        if tables is None or tables.leaf_items.device != self.item_tokens.device:
+            tables = self.trie().level_tables().to(self.item_tokens.device)
+            self.__dict__["_level_tables"] = tables
+        return tables
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):  # noqa: ANN201
+        """As nn.Module's, but refuses a checkpoint trained with other semantic IDs than the model's."""
+        saved = state_dict.get("item_tokens")
+        if saved is None:
+            raise DataError(f"this checkpoint has no SID token table: it is not a trained {self.config.name} model")
+        current = self.item_tokens
+        if saved.shape != current.shape or not torch.equal(saved.cpu(), current.cpu()):
+            raise DataError(f"the semantic IDs (model.sid_file, or the dataset's) do not match the SID tokens of the "
+                            f"saved model (saved {tuple(saved.shape)} items x levels, now {tuple(current.shape)}; or "
+                            f"the codes differ): use the SIDs the model was trained with")  # fmt: skip
+        return super().load_state_dict(state_dict, strict, assign)
 
     @classmethod
     @abstractmethod
@@ -157,6 +192,30 @@ class SequentialScorer:
                                                       query_times[rows]))  # fmt: skip
         users = torch.cat(users)  # [B, D]
         return users.float() @ self.item_table.float().T  # [B, N+1]
+
+
+class GeneratedRankingScorer:
+    """Adapts a `GenerativeRecommender` to the evaluator: each user's beams, best first, are the ranking
+    (beam items score their log-probability, items sharing a SID tie, all other items -inf)."""
+
+    def __init__(self, model: GenerativeRecommender) -> None:
+        self.model = model
+        self.tables = model.level_tables()
+
+    @torch.no_grad()
+    def __call__(self, batch: EvalBatch) -> torch.Tensor:
+        model, device = self.model, self.model.item_tokens.device
+        items, _, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
+                                   batch.lengths.to(device), model.max_len)  # fmt: skip
+        users = batch.users.to(device)
+        order = torch.argsort(lengths)  # users with similar history lengths share a pass: less padding
+        scores = torch.empty(len(users), model.num_items + 1, device=device)
+        step = model.config.eval_users_per_pass
+        for start in range(0, len(order), step):
+            rows = order[start : start + step]
+            beams = model.generate_next(users[rows], items[rows], lengths[rows], self.tables)
+            scores[rows] = beams_to_scores(beams, self.tables, model.num_items)
+        return scores
 
 
 def latest(items: torch.Tensor, times: torch.Tensor, lengths: torch.Tensor, max_len: int):  # noqa: ANN201

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
-from genrec.errors import ConfigError, DataError
-from genrec.eval.evaluator import EvalBatch
-from genrec.items.beam_search import Beams, beams_to_scores, constrained_beam_search
+from genrec.errors import ConfigError
+from genrec.eval.evaluator import Scorer
+from genrec.items.beam_search import Beams, constrained_beam_search
 from genrec.items.llm_embed import context_length, load_text_model, resolve_model_path
 from genrec.items.trie import LevelTables
 from genrec.llm.prompts import PromptBuilder, PromptConfig, Task, left_padded
-from genrec.llm.sid_tokens import add_sid_tokens, check_item_tokens
-from genrec.models.base import GenerativeRecommender, ModelConfig, latest
+from genrec.llm.sid_tokens import add_sid_tokens
+from genrec.models.base import GenerativeRecommender, ModelConfig
 from genrec.models.llm_tuning import LLMTuning, prepare_for_training
 from genrec.models.tiger import semantic_ids_for
 
@@ -155,15 +155,17 @@ class SIDLLM(GenerativeRecommender):
 
         return constrained_beam_search(step, tables, len(ids), num_beams or self.config.num_beams)
 
-    def scorer(self) -> SIDLLMScorer:
-        return SIDLLMScorer(self)
+    def generate_next(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
+                      num_beams: int | None = None) -> Beams:  # fmt: skip
+        """The beam search after each history's prompt (`users` is unused: the prompt names no user)."""
+        ids, mask = self.history_prompts(history, lengths)
+        return self.generate(ids, mask, tables, num_beams)
 
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):  # noqa: ANN201
-        saved = state_dict.get("item_tokens")
-        if saved is None:
-            raise DataError("this checkpoint has no SID tokens: it is not an SFT-trained sid-llm model")
-        check_item_tokens(saved, self.item_tokens)
-        return super().load_state_dict(state_dict, strict, assign)
+    def scorer(self) -> Scorer:
+        if self.prompts.truncated_items:
+            log.info("%d history items dropped so far to fit prompts into %d tokens", self.prompts.truncated_items,
+                     self.prompts.max_prompt_tokens)  # fmt: skip
+        return super().scorer()
 
 
 def _item_titles(dataset: Dataset, column: str, needed: bool) -> list[str]:
@@ -177,28 +179,3 @@ def _item_titles(dataset: Dataset, column: str, needed: bool) -> list[str]:
     for item, title in zip(dataset.items["item"].to_pylist(), dataset.items[column].to_pylist()):
         titles[item] = title or ""
     return titles
-
-
-class SIDLLMScorer:
-    """Adapts the SID LLM to the evaluator: the beams' items score their log-probability, the rest -inf."""
-
-    def __init__(self, model: SIDLLM) -> None:
-        self.model = model
-        self.tables = model.trie().level_tables().to(model.item_tokens.device)
-
-    @torch.no_grad()
-    def __call__(self, batch: EvalBatch) -> torch.Tensor:
-        model = self.model
-        device = model.item_tokens.device
-        items, _, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
-                                   batch.lengths.to(device), model.max_len)  # fmt: skip
-        scores = torch.empty(len(items), model.num_items + 1, device=device)
-        step = model.config.eval_users_per_pass
-        for start in range(0, len(items), step):
-            rows = slice(start, start + step)
-            ids, mask = model.history_prompts(items[rows], lengths[rows])
-            scores[rows] = beams_to_scores(model.generate(ids, mask, self.tables), self.tables, model.num_items)
-        if model.prompts.truncated_items:
-            log.info("%d history items dropped so far to fit prompts into %d tokens", model.prompts.truncated_items,
-                     model.prompts.max_prompt_tokens)  # fmt: skip
-        return scores

@@ -15,18 +15,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genrec.errors import ConfigError, DataError
-from genrec.eval.evaluator import EvalBatch
-from genrec.items.beam_search import Beams, beams_to_scores, constrained_beam_search
+from genrec.errors import ConfigError
+from genrec.items.beam_search import Beams, constrained_beam_search
 from genrec.items.semantic_ids import SemanticIds, read_index_json
 from genrec.items.trie import LevelTables
-from genrec.models.base import GenerativeRecommender, ModelConfig, latest
+from genrec.models.base import GenerativeRecommender, ModelConfig
 from genrec.optional import require
 
 if TYPE_CHECKING:
@@ -160,8 +159,8 @@ class TIGER(GenerativeRecommender):
 
     # ---- generation -------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
-                 num_beams: int | None = None) -> Beams:  # fmt: skip
+    def generate_next(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
+                      num_beams: int | None = None) -> Beams:  # fmt: skip
         """Constrained beam search for B users: `Beams` with leaves [B, K] of `tables`, best first."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
@@ -183,36 +182,3 @@ class TIGER(GenerativeRecommender):
             return out.logits[:, -1].float().log_softmax(-1)
 
         return constrained_beam_search(step, tables, len(users), num_beams or self.config.num_beams)
-
-    def scorer(self) -> TIGERScorer:
-        return TIGERScorer(self)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):  # noqa: ANN201
-        saved = state_dict.get("item_tokens")
-        if saved is not None and not torch.equal(saved.to(self.item_tokens.device), self.item_tokens):
-            raise DataError("this checkpoint was trained with other semantic IDs than the model's sid_file (or the "
-                            "dataset) gives now: use the SIDs it was trained with")  # fmt: skip
-        return super().load_state_dict(state_dict, strict, assign)
-
-
-class TIGERScorer:
-    """Adapts TIGER to the evaluator: the beams' items score their log-probability, the rest -inf."""
-
-    def __init__(self, model: TIGER) -> None:
-        self.model = model
-        self.tables = model.trie().level_tables().to(model.device)
-
-    @torch.no_grad()
-    def __call__(self, batch: EvalBatch) -> torch.Tensor:
-        model, device = self.model, self.model.device
-        items, _, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
-                                   batch.lengths.to(device), model.max_len)  # fmt: skip
-        users = batch.users.to(device)
-        order = torch.argsort(lengths)  # users with similar history lengths share a pass: less padding
-        scores = torch.empty(len(users), model.num_items + 1, device=device)
-        step = model.config.eval_users_per_pass
-        for start in range(0, len(order), step):
-            rows = order[start : start + step]
-            beams = model.generate(users[rows], items[rows], lengths[rows], self.tables)
-            scores[rows] = beams_to_scores(beams, self.tables, model.num_items)
-        return scores

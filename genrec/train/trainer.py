@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -32,7 +31,7 @@ from genrec.data.splits import Split
 from genrec.errors import DataError, GenrecError
 from genrec.eval.evaluator import evaluate
 from genrec.models.base import GenerativeRecommender, Recommender, SequentialRecommender
-from genrec.runs import RunDir
+from genrec.runs import RunDir, save_checkpoint
 from genrec.train.distributed import DistContext
 from genrec.train.losses import (
     FullSoftmaxLoss,
@@ -104,14 +103,15 @@ class TrainState:
     stopped_early: bool = False
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """The random state of torch, numpy and Python (and CUDA), saved in checkpoints for exact resume."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -181,7 +181,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "state": asdict(self.state),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": to_dict(self.config),
         }
 
@@ -189,10 +189,7 @@ class Trainer:
         """Write a checkpoint atomically (rank 0 only)."""
         if self.run_dir is None or not self.context.is_main:
             return
-        path = self.run_dir.path / name
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        save_checkpoint(self.run_dir.path / name, payload)
 
     def resume(self, path: Path) -> None:
         """Restore model, optimizer, scheduler, progress and random state from a checkpoint."""
@@ -204,7 +201,7 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.state = TrainState(**payload["state"])
-        _set_rng_state(payload["rng"])
+        set_rng_state(payload["rng"])
         log.info("resumed from %s after epoch %d", path, self.state.epoch)
 
     # ---- training ----------------------------------------------------------------------------
