@@ -90,13 +90,23 @@ class SIDLLM(GenerativeRecommender):
 
     # ---- training ---------------------------------------------------------------------------------
     def answer_logprobs(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """[E, T] log-probability of each label token (0 where labels are -100), from one forward pass."""
+        """[E, T] log-probability of each label token (0 where labels are -100), from one forward pass.
+
+        With left padding the answers end every row, so the LM head runs on the last columns only
+        (from the column before the first label): the prompt positions never build [E, T, vocab] logits.
+        """
+        E, T = labels.shape
+        labelled = (labels != -100).any(dim=0).nonzero()
+        first = max(int(labelled[0]), 1) if len(labelled) else T  # the first column that holds a label
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
-        logits = self.llm(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1]  # [E, T-1, V]
-        targets = labels[:, 1:]
+        out = self.llm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=T - first + 1)
+        logits = out.logits[:, :-1]  # [E, T - first, V]: column j predicts the token of column first + j
+        targets = labels[:, first:]
         keep = targets != -100
-        logp = torch.zeros(targets.shape, device=ids.device)
-        logp[keep] = -F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
+        logp = torch.zeros(E, T, device=ids.device)
+        answer = torch.zeros(targets.shape, device=ids.device)
+        answer[keep] = -F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
+        logp[:, first:] = answer
         return logp
 
     def task_examples(self, batch: SequenceBatch) -> tuple[list[list[int]], list[list[int]]]:
@@ -143,7 +153,7 @@ class SIDLLM(GenerativeRecommender):
             if tokens is None:
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 out = self.llm(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                               use_cache=True)  # fmt: skip
+                               use_cache=True, logits_to_keep=1)  # fmt: skip
             else:  # each beam continues its parent row: reorder the cache, append the new token
                 cache.reorder_cache(parents)
                 grown = torch.cat([state["mask"][parents], torch.ones_like(tokens)[:, None]], dim=1)
