@@ -134,9 +134,9 @@ def _llm_rl(args: argparse.Namespace) -> int:
     from genrec.runner import format_table
 
     if args.resume:
-        if args.from_run or args.config:
-            raise GenrecError("genrec llm rl --resume RUN_DIR continues that run with its own config and SFT run: "
-                              "drop CONFIG and --from")  # fmt: skip
+        if args.from_run or args.config or args.out:
+            raise GenrecError("genrec llm rl --resume RUN_DIR continues that run, in place, with its own config and "
+                              "SFT run: drop CONFIG, --from and --out")  # fmt: skip
         config, out = _resumed_config(args.resume, None, args.set, "train.max_steps"), Path(args.resume)
     elif args.from_run and args.out:
         config, out = rl_config(args.config, args.set, Path(args.from_run)), Path(args.out)
