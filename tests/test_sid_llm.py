@@ -265,6 +265,7 @@ def test_rl_resumes_to_the_same_weights_as_an_uninterrupted_run(walk, tmp_path, 
     steps = [json.loads(r)["step"] for r in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()
              if json.loads(r)["split"] == "train"]  # fmt: skip
     assert steps == [1, 2, 3]
+    assert (tmp_path / "parts" / "curves.png").stat().st_size > 0  # reward, hit rate, KL and validation per step
     assert main(["llm", "rl", "--resume", str(tmp_path / "parts"), "--set", "rl.beta=0.5"]) == 2
     assert "differs from the run's in rl.beta" in capsys.readouterr().err
     assert main(["llm", "rl", "--resume", str(tmp_path / "sft")]) == 2

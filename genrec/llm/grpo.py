@@ -39,6 +39,7 @@ from genrec.errors import ConfigError, GenrecError
 from genrec.eval.evaluator import EvalBatch, Scorer, evaluate
 from genrec.models.sid_llm import SIDLLM
 from genrec.runs import RunDir, save_checkpoint
+from genrec.train.plots import plot_run
 from genrec.train.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, rng_state, set_rng_state
 
 log = logging.getLogger("genrec.llm")
@@ -251,6 +252,7 @@ def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: 
             save_checkpoint(run_dir.path / LAST_CHECKPOINT, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                 "rng": rng_state(), "step": step, "best": best, "best_step": best_step})  # fmt: skip
+            plot_run(run_dir.path, t.metric, x="step", train_keys=("reward", "hit_rate", "kl"))
             if stop_after_step is not None and step >= stop_after_step:
                 return None
     model.load_state_dict(torch.load(run_dir.path / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])

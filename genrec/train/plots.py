@@ -9,8 +9,10 @@ from pathlib import Path
 log = logging.getLogger("genrec.train")
 
 
-def plot_run(run_dir: Path, metric: str = "ndcg@10", out_name: str = "curves.png") -> Path | None:
-    """Plot the training loss and validation `metric` per epoch; None when matplotlib is missing."""
+def plot_run(run_dir: Path, metric: str = "ndcg@10", out_name: str = "curves.png", x: str = "epoch",
+             train_keys: tuple[str, ...] = ("loss",)) -> Path | None:  # fmt: skip
+    """One panel per training series in `train_keys` and one for the validation `metric`, against
+    `x` (epoch, or step for GRPO runs); None when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -25,11 +27,13 @@ def plot_run(run_dir: Path, metric: str = "ndcg@10", out_name: str = "curves.png
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     train = [r for r in records if r.get("split") == "train"]
     valid = [r for r in records if r.get("split") == "valid" and not r.get("final") and metric in r]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    left.plot([r["epoch"] for r in train], [r["loss"] for r in train], marker=".")
-    left.set(title="training loss", xlabel="epoch")
-    right.plot([r["epoch"] for r in valid], [r[metric] for r in valid], marker=".", color="tab:green")
-    right.set(title=f"validation {metric}", xlabel="epoch")
+    fig, axes = plt.subplots(1, len(train_keys) + 1, figsize=(5 * (len(train_keys) + 1), 3.5))
+    for axis, key in zip(axes, train_keys):
+        points = [r for r in train if key in r]
+        axis.plot([r[x] for r in points], [r[key] for r in points], marker=".")
+        axis.set(title=f"training {key}", xlabel=x)
+    axes[-1].plot([r[x] for r in valid], [r[metric] for r in valid], marker=".", color="tab:green")
+    axes[-1].set(title=f"validation {metric}", xlabel=x)
     fig.tight_layout()
     out = Path(run_dir) / out_name
     tmp = out.with_suffix(".tmp.png")
