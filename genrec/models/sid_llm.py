@@ -104,9 +104,7 @@ class SIDLLM(GenerativeRecommender):
         targets = labels[:, first:]
         keep = targets != -100
         logp = torch.zeros(E, T, device=ids.device)
-        answer = torch.zeros(targets.shape, device=ids.device)
-        answer[keep] = -F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
-        logp[:, first:] = answer
+        logp[:, first:][keep] = -F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
         return logp
 
     def task_examples(self, batch: SequenceBatch) -> tuple[list[list[int]], list[list[int]]]:
