@@ -56,10 +56,12 @@ class RunDir:
         write_json_atomic(self.path / METRICS_FILE, metrics)
 
     def drop_metrics_after(self, step: int) -> None:
-        """Forget the metrics.jsonl records of steps after `step` (a resumed run repeats them)."""
+        """Forget the metrics.jsonl records of steps after `step` and the final ones: a run resumed
+        from its checkpoint at `step` writes them again."""
         path = self.path / METRICS_LOG
         if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+            records = [(line, json.loads(line)) for line in path.read_text().splitlines()]
+            kept = [line for line, r in records if r.get("step", 0) <= step and not r.get("final")]
             write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def metrics(self) -> dict[str, Any]:

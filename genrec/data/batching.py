@@ -51,6 +51,12 @@ class SequenceBatch:
         history = self.items[rows[:, None], index.clamp(max=self.items.shape[1] - 1)] * valid
         return NextItemExamples(self.users[rows], history, cols - start + 1, self.targets[rows, cols])
 
+    def longest_first(self) -> SequenceBatch:
+        """The same rows, longest first (ties in batch order), so that consecutive `rows` slices
+        hold sequences of similar length and cut off most of the padding."""
+        order = torch.argsort(self.lengths, descending=True, stable=True)
+        return SequenceBatch(**{f.name: getattr(self, f.name)[order] for f in fields(self)})
+
     def rows(self, start: int, stop: int) -> SequenceBatch:
         """Rows start..stop-1, with the padding columns none of them uses cut off."""
         width = max(int(self.lengths[start:stop].max()), 1)

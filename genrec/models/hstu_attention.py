@@ -31,9 +31,8 @@ def reference_hstu_attention(
     """
     L = q.shape[2]
     scores = torch.einsum("bhid,bhjd->bhij", q, k) + bias  # [B, H, L, L]
-    weights = F.silu(scores) / n
-    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    weights = weights.masked_fill(~causal, 0.0)
+    causal_over_n = torch.ones(L, L, dtype=scores.dtype, device=q.device).tril_() / n  # mask and scale in one product
+    weights = F.silu(scores) * causal_over_n
     if dropout_p > 0:
         weights = F.dropout(weights, dropout_p)
     return torch.einsum("bhij,bhjd->bhid", weights, v)

@@ -202,6 +202,9 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         self.state = TrainState(**payload["state"])
         set_rng_state(payload["rng"])
+        if self.run_dir is not None and self.context.is_main:
+            # a crash between an epoch's log line and its checkpoint would otherwise log that epoch twice
+            self.run_dir.drop_metrics_after(self.state.step)
         log.info("resumed from %s after epoch %d", path, self.state.epoch)
 
     # ---- training ----------------------------------------------------------------------------
@@ -223,6 +226,8 @@ class Trainer:
             loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
             rows = batch.users.numel()
             step = self.micro_batch_size or rows
+            if step < rows:  # the step is a sum over rows, so their order is free: group similar lengths
+                batch = batch.longest_first()
             starts = range(0, rows, step)
             for start in starts:
                 part = batch.rows(start, min(start + step, rows))
