@@ -7,11 +7,12 @@ Same data (the config's leave-one-out split, exported with benchmarks/external/e
 model sizes (the config's; torch-rechub's script takes the same values), same machine, one after
 the other, each in a fresh child process:
 
-  genrec (sampled)  `genrec train CONFIG` as shipped: 128 sampled negatives, micro-batches of 32 on CPU
+  genrec (sampled)  `genrec train CONFIG` as shipped: 128 sampled negatives, micro-batches of 16 on CPU
+                    (rows sorted by length, each micro-batch padded to its own longest row)
   genrec (full)     the same with the full-softmax loss, the loss torch-rechub's trainer uses
-  genrec (no micro) the shipped config with `train.micro_batch_size=128` (the whole batch at once)
+  genrec (no micro) the shipped config with `train.micro_batch_size` = the batch (one pass per step)
   torch-rechub      benchmarks/external/rechub_hstu.py (its HSTUModel and SeqTrainer.train_one_epoch,
-                    one sequence per user and epoch, as genrec)
+                    one sequence per user and epoch, as genrec) with the config's batch size
 
 Reported per row: median seconds per epoch over epochs 2..E (epoch 1 carries one-off warm-up),
 sequences/s, seconds of one full validation pass, and the peak RSS of the child process. The
@@ -58,9 +59,10 @@ def genrec_row(label: str, config: str, epochs: int, out: Path, overrides: list[
             "eval_s": [r["seconds"] for r in valid]}  # fmt: skip
 
 
-def rechub_row(python: str, folder: Path, epochs: int) -> dict:
+def rechub_row(python: str, folder: Path, epochs: int, batch_size: int) -> dict:
     command = [python, "benchmarks/external/rechub_hstu.py", str(folder), "--max-epochs", str(epochs),
-               "--patience", "1000", "--max-minutes", "1000", "--log", "speed.json"]  # fmt: skip
+               "--patience", "1000", "--max-minutes", "1000", "--batch-size", str(batch_size),
+               "--log", "speed.json"]  # fmt: skip
     load = os.getloadavg()[0]
     wall, rss = run_child(command)
     log = json.loads((folder / "speed.json").read_text())
@@ -80,6 +82,10 @@ def main() -> None:
     parser.add_argument("--skip-rechub", action="store_true")
     args = parser.parse_args()
 
+    sys.path.insert(0, str(REPO_ROOT))
+    from genrec.config import load_config
+
+    batch_size = load_config(args.config, args.set).train.batch_size
     folder = args.work / "exchange"
     subprocess.run([sys.executable, "benchmarks/external/exchange.py", "export", args.config, "--out", str(folder),
                     *(x for o in args.set for x in ("--set", o))], cwd=REPO_ROOT, check=True,
@@ -89,11 +95,11 @@ def main() -> None:
         genrec_row("genrec (full softmax)", args.config, args.epochs, args.work / "full",
                    [*args.set, "train.loss.name=full"]),  # fmt: skip
         genrec_row("genrec (no micro-batches)", args.config, args.epochs, args.work / "whole",
-                   [*args.set, "train.micro_batch_size=128"]),  # fmt: skip
+                   [*args.set, f"train.micro_batch_size={batch_size}"]),  # fmt: skip
     ]
     if not args.skip_rechub:
-        rows.append(rechub_row(args.rechub_python, folder, args.epochs))
-    print(f"{args.config}, {args.epochs} epochs per row, {os.cpu_count()} CPUs")
+        rows.append(rechub_row(args.rechub_python, folder, args.epochs, batch_size))
+    print(f"{args.config} {' '.join(args.set)}, batch {batch_size}, {args.epochs} epochs per row, {os.cpu_count()} CPUs")
     print(f"{'':<28} {'s/epoch':>8} {'seq/s':>8} {'eval s':>7} {'peak RSS':>9} {'load':>5}")
     for r in rows:
         r["median_epoch_s"] = statistics.median(r["epoch_s"][1:] or r["epoch_s"])

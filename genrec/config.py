@@ -111,9 +111,13 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (then validate and test), e.g. a CPU budget
     batch_size: int = 128  # global batch: split across processes under torchrun
     # rows per forward/backward pass inside a batch; gradients accumulate, so the step is the same.
-    # 0 = auto: 32 on CPU (a working set that fits the cache is several times faster), the whole
-    # batch on GPU and with in-batch negatives (whose negatives are the rest of the batch)
+    # 0 = auto: 16 on CPU (a working set that fits the cache is several times faster, and rows sorted
+    # by length make short passes carry little padding), the whole batch on GPU and with in-batch
+    # negatives (whose negatives are the rest of the batch)
     micro_batch_size: int = 0
+    # training windows per user: "latest" = one, the latest max_len + 1 events (generative-recommenders);
+    # "all" = the whole sequence cut into windows, so the targets of long histories are all trained on
+    windows: Literal["latest", "all"] = "latest"
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 0.0

@@ -126,7 +126,7 @@ def test_constrained_search_is_valid_exact_and_ignores_sampling_settings(walk):
     model = build_model(dataset_for(config.data), config, progress=False).eval()
     gen = model.llm.generation_config
     gen.do_sample, gen.temperature, gen.top_p, gen.top_k = True, 5.0, 0.1, 2  # must not matter
-    tables = model.trie().level_tables()
+    tables = model.level_tables()
     ids, mask = model.history_prompts(torch.tensor([[1, 2, 3], [7, 0, 0]]), torch.tensor([3, 1]))
     first, second = model.generate(ids, mask, tables), model.generate(ids, mask, tables)
     assert torch.equal(first.tokens, second.tokens)  # deterministic: nothing sampled
@@ -185,7 +185,7 @@ def test_one_grpo_step_changes_the_trainable_weights_only(walk):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
     examples = TrainSequences(split_for(dataset, config).train, model.train_len).collate([1, 2, 3]).next_item_examples(5)
     # rewards need a hit in some group to give a gradient: aim the targets at the model's own favourite SIDs
-    tables = model.trie().level_tables()
+    tables = model.level_tables()
     ids, mask = model.history_prompts(examples.history, examples.lengths)
     favourite = tables.leaf_items[model.generate(ids, mask, tables, num_beams=4).leaves[:, 1], 0]
     examples = type(examples)(examples.users, examples.history, examples.lengths, favourite)

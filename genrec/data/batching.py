@@ -81,26 +81,51 @@ class NextItemExamples:
 
 
 class TrainSequences(TorchDataset):
-    """The users with at least 2 training events; item i of the dataset is one user's sequence."""
+    """Training windows of the users with at least 2 training events: item i of the dataset is one
+    window of at most `max_len + 1` consecutive events of one user (`max_len` inputs, each predicting
+    the next).
 
-    def __init__(self, train: Sequences, max_len: int) -> None:
+    windows="latest": one window per user, its latest events (generative-recommenders' recipe; the
+        older targets of a user with more than `max_len + 1` events are never trained on).
+    windows="all": each user's sequence cut from its end into windows whose targets do not overlap,
+        so every training event after a user's first is a target once per epoch.
+    """
+
+    def __init__(self, train: Sequences, max_len: int, windows: str = "latest") -> None:
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
+        if windows not in ("latest", "all"):
+            raise ValueError(f"windows must be 'latest' or 'all', got {windows!r}")
         self.train = train
         self.max_len = max_len
         self.users = np.flatnonzero(train.lengths >= 2)
         self.users = self.users[self.users > 0]
+        ends = train.offsets[self.users + 1]
+        if windows == "all":
+            per_user = -(-(train.lengths[self.users] - 1) // max_len)  # ceil(targets / max_len)
+            first = np.cumsum(per_user) - per_user
+            back = np.arange(per_user.sum()) - np.repeat(first, per_user)  # 0 = the latest window of its user
+            self.window_users = np.repeat(self.users, per_user)
+            self.window_ends = np.repeat(ends, per_user) - back * max_len
+        else:
+            self.window_users, self.window_ends = self.users, ends
 
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.window_users)
 
     def __getitem__(self, index: int) -> int:
-        return int(self.users[index])
+        return index
 
-    def collate(self, users: Sequence[int]) -> SequenceBatch:
-        """Build the padded batch of these users in one vectorised step."""
+    def collate_windows(self, indices: Sequence[int]) -> SequenceBatch:
+        """The padded batch of these windows (dataset items)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return self.collate(self.window_users[indices], self.window_ends[indices])
+
+    def collate(self, users: Sequence[int], ends: Sequence[int] | None = None) -> SequenceBatch:
+        """Build the padded batch of these users in one vectorised step: the window of each user that
+        ends before flat position `ends[i]` (default: the user's latest events)."""
         users = np.asarray(users, dtype=np.int64)
-        ends = self.train.offsets[users + 1]
+        ends = self.train.offsets[users + 1] if ends is None else np.asarray(ends, dtype=np.int64)
         starts = np.maximum(self.train.offsets[users], ends - (self.max_len + 1))
         window = ends - starts  # inputs + 1
         width = int(window.max()) - 1

@@ -55,7 +55,7 @@ def micro_batch_size(config: TrainConfig, device: torch.device) -> int | None:
     """Rows per forward/backward pass (None = the whole batch); see `TrainConfig.micro_batch_size`."""
     if config.micro_batch_size:
         return config.micro_batch_size
-    return 32 if device.type == "cpu" and not config.loss.uses_whole_batch else None
+    return 16 if device.type == "cpu" and not config.loss.uses_whole_batch else None
 
 
 def build_loss(config: LossConfig, model: SequentialRecommender, reduction: str = "mean") -> nn.Module:
@@ -145,7 +145,7 @@ class Trainer:
         self.generative = isinstance(model, GenerativeRecommender)
         self.loss = nn.Module() if self.generative else build_loss(config.train.loss, model, reduction="sum").to(self.device)
         self.progress = progress and context.is_main
-        self.dataset = TrainSequences(split.train, model.train_len)
+        self.dataset = TrainSequences(split.train, model.train_len, config.train.windows)
         if len(self.dataset) == 0:
             raise DataError("no user has 2 or more training events: nothing to train on")
         batch_size = config.train.batch_size
@@ -155,7 +155,7 @@ class Trainer:
         self.sampler = DistributedSampler(self.dataset, num_replicas=context.world_size, rank=context.rank,
                                           shuffle=True, seed=config.seed)  # fmt: skip
         self.loader = DataLoader(self.dataset, batch_size=batch_size // context.world_size, sampler=self.sampler,
-                                 collate_fn=self.dataset.collate)  # fmt: skip
+                                 collate_fn=self.dataset.collate_windows)  # fmt: skip
         t = config.train
         # the loss may have parameters too (a learned temperature); frozen weights are left out
         params = [p for p in [*model.parameters(), *self.loss.parameters()] if p.requires_grad]
