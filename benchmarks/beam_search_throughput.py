@@ -14,12 +14,10 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
+from genrec.checkpoints import BEST_CHECKPOINT, load_weights
 from genrec.eval.evaluator import evaluate
 from genrec.runner import build_model, dataset_for, split_for
 from genrec.runs import RunDir
-from genrec.train.trainer import BEST_CHECKPOINT
 
 
 def main() -> None:
@@ -34,7 +32,7 @@ def main() -> None:
     dataset = dataset_for(config.data)
     split = split_for(dataset, config)
     model = build_model(dataset, config, progress=False)
-    model.load_state_dict(torch.load(args.run_dir / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+    load_weights(model, args.run_dir / BEST_CHECKPOINT)
     model = model.to(args.device).eval()
     cases = split.cases("test").take(slice(0, args.users))
     rows = []

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
+from genrec.checkpoints import BEST_CHECKPOINT, load_weights
 from genrec.config import load_config
 from genrec.data.batching import TrainSequences
 from genrec.llm.grpo import rl_config, train_grpo
 from genrec.runner import build_model, dataset_for, run, split_for
-from genrec.train.trainer import BEST_CHECKPOINT
 
 
 def sft_tokens_per_second(model, split, batches: int = 3, users: int = 16) -> float:  # noqa: ANN001
@@ -90,7 +90,7 @@ def main() -> None:
         dataset = dataset_for(config.data)
         split = split_for(dataset, config)
         model = build_model(dataset, config, progress=False)
-        model.load_state_dict(torch.load(sft_dir / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+        load_weights(model, sft_dir / BEST_CHECKPOINT)
         results[key] = {"sft_tokens_per_s": sft_tokens_per_second(model, split), **valid_sid_fractions(model, split, 16, 10)}
         results_path.write_text(json.dumps(results, indent=1))
         print(key, json.dumps(results[key]), flush=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +24,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from genrec.data.prepare import prepare_dataset
 
     options = {k: getattr(args, k) for k in ("user_col", "item_col", "time_col", "rating_col", "delimiter", "items",
-                                              "items_id_col")}  # fmt: skip
+                                              "items_id_col", "encoding")}  # fmt: skip
     if args.text_cols is not None:
         options["text_cols"] = [c for c in args.text_cols.split(",") if c]
     options.update(name=args.name, category=args.category, five_core=False if args.all_reviews else None,
@@ -176,12 +178,15 @@ def _export(args: argparse.Namespace) -> int:
 
 def _sid_build(args: argparse.Namespace) -> int:
     from genrec.data.dataset import Dataset
+    from genrec.io import check_output_not_input
     from genrec.items.semantic_ids import write_index_json
     from genrec.items.sid_builder import SIDBuildConfig, build_semantic_ids
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise GenrecError(f"{out} exists; pass --overwrite to replace it")
+    data = Path(args.data)
+    check_output_not_input(out, {f"dataset's {p.name}": p for p in sorted(data.iterdir())} if data.is_dir() else {})
     config = SIDBuildConfig(method=args.method, collisions=args.collisions, seed=args.seed,
                             codebook_sizes=[int(k) for k in args.levels.split(",")],
                             fields=args.fields.split(",") if args.fields else SIDBuildConfig().fields)  # fmt: skip
@@ -196,10 +201,12 @@ def _sid_build(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    from genrec.io import check_output_not_input
     from genrec.runner import format_table, quickstart
     from genrec.runs import default_run_dir
 
     out = Path(args.out or default_run_dir("quickstart"))
+    check_output_not_input(out, {"raw data (--raw)": args.raw})
     print("genrec quickstart: popularity, SASRec and HSTU on MovieLens-100K, leave-one-out, full ranking",
           file=sys.stderr)  # fmt: skip
     results = quickstart(out, raw=args.raw, epochs=args.epochs, overwrite=args.overwrite)
@@ -217,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="genrec", description="Generative recommendation: data, training, evaluation.")
     parser.add_argument("--version", action="version", version=f"genrec {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug messages, and show the traceback of an input error")  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     data = commands.add_parser("data", help="prepare and inspect datasets")
@@ -248,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     generic.add_argument("--time-col", help="timestamp column: unix seconds or ISO-8601 (default timestamp)")
     generic.add_argument("--rating-col", help="optional rating column")
     generic.add_argument("--delimiter", help="CSV field separator (default ,)")
+    generic.add_argument("--encoding", help="text encoding of the CSV files (default utf-8; e.g. latin-1, cp1252)")
     generic.add_argument("--items", help="optional item table (CSV or Parquet)")
     generic.add_argument("--items-id-col", help="item id column of the item table (default: --item-col)")
     generic.add_argument("--text-cols", help="comma-separated text columns of the item table (default: all others)")
@@ -329,14 +338,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _report(exc: BaseException, message: str, verbose: bool) -> int:
+    """Print an input error as one line (its traceback too with -v) and return the exit status 2."""
+    if verbose:
+        traceback.print_exception(exc)
+    print("genrec: error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return args.func(args)
     except GenrecError as exc:
-        print(f"genrec: error: {exc}", file=sys.stderr)
-        return 2
+        return _report(exc, str(exc), args.verbose)
+    except OSError as exc:
+        # the machine's answer about a path the user chose (permissions, a full or read-only disk, a
+        # file where a folder should be) is input too; other OSErrors stay tracebacks (bugs)
+        if exc.filename is None and exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        return _report(exc, f"{exc.strerror or exc}{': ' + paths if paths else ''}", args.verbose)
     except KeyboardInterrupt:
         print("genrec: interrupted", file=sys.stderr)
         return 130

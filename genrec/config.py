@@ -7,6 +7,7 @@ error that names the key and what is allowed. The resolved config is saved in ea
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -134,15 +135,23 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ConfigError("train.epochs, train.batch_size and train.eval_every must be >= 1")
+        for key in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if self.micro_batch_size < 0:
             raise ConfigError(f"train.micro_batch_size must be >= 0 (0 = auto), got {self.micro_batch_size}")
         if self.loss.uses_whole_batch and 0 < self.micro_batch_size < self.batch_size:
             raise ConfigError(f"train.micro_batch_size: {self.loss.name} negatives come from the whole batch, so it cannot be "
                               "split into micro-batches; set train.micro_batch_size=0")
-        if self.lr <= 0 or len(self.betas) != 2:
-            raise ConfigError(f"train.lr must be > 0 and train.betas two numbers, got {self.lr}, {self.betas}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip <= 0):
+            raise ConfigError(f"train.weight_decay must be >= 0 and train.grad_clip > 0 or null, got "
+                              f"{self.weight_decay} and {self.grad_clip}")  # fmt: skip
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
@@ -185,6 +194,10 @@ class RunConfig:
     rl: RLConfig = field(default_factory=RLConfig)
 
     def __post_init__(self) -> None:
+        # the name becomes a folder under runs/ (default_run_dir): a path here could write anywhere
+        if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0") or self.name.startswith("~"):
+            raise ConfigError(f"name: {self.name!r} is not a plain run name (no path separators, '.', '..' or '~'); "
+                              f"it names the run folder under runs/, and --out chooses another folder")  # fmt: skip
         beams = getattr(self.model, "num_beams", None)
         if beams is not None and max(self.eval.ks) > beams:
             raise ConfigError(f"eval.ks goes up to {max(self.eval.ks)} but model.num_beams is {beams}: a generated "
@@ -290,6 +303,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

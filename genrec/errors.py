@@ -19,6 +19,10 @@ class ConfigError(GenrecError):
     """A config key, value or name (source, model, protocol) is unknown or invalid."""
 
 
+class CheckpointError(GenrecError):
+    """A checkpoint file is missing, truncated, not genrec's, or does not fit the model."""
+
+
 def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> ConfigError:
     """The error for a name that is not one of `valid`, listing the valid ones."""
     return ConfigError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")

@@ -10,12 +10,14 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from genrec.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, load_weights
 from genrec.config import DataConfig, RunConfig, to_dict
 from genrec.data.dataset import MANIFEST, Dataset
 from genrec.data.filters import Filters
@@ -25,10 +27,11 @@ from genrec.data.sources import get_source
 from genrec.data.splits import Split, make_split
 from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer, evaluate
+from genrec.io import check_output_not_input
 from genrec.models import NEURAL_MODELS, Popularity, Recommender
 from genrec.runs import RunDir
 from genrec.train.distributed import init_distributed, shutdown_distributed
-from genrec.train.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, Trainer, resolve_device
+from genrec.train.trainer import Trainer, resolve_device
 
 log = logging.getLogger("genrec")
 
@@ -50,10 +53,16 @@ def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> R
 
 def _load_trained(dataset: Dataset, split: Split, config: RunConfig, run_dir: Path | None = None) -> Scorer:
     """The best checkpoint of a finished run, as a scorer."""
-    if run_dir is None or not (run_dir / BEST_CHECKPOINT).is_file():
-        raise ConfigError(f"model {config.model.name!r} must be trained first: evaluate its run directory")
+    if run_dir is None:
+        raise ConfigError(f"model {config.model.name!r} has to be trained first: evaluate its run directory "
+                          f"(genrec eval RUN_DIR)")  # fmt: skip
+    if not run_dir.is_dir():
+        raise ConfigError(f"no run directory at {run_dir}")
+    if not (run_dir / BEST_CHECKPOINT).is_file():
+        raise ConfigError(f"{run_dir} has no {BEST_CHECKPOINT} yet: its training has not finished a validation "
+                          f"(continue it with genrec train --resume {run_dir})")  # fmt: skip
     model = build_model(dataset, config)
-    model.load_state_dict(torch.load(run_dir / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+    load_weights(model, run_dir / BEST_CHECKPOINT)
     return model.eval().scorer()
 
 
@@ -115,36 +124,50 @@ def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: b
         resume: bool = False) -> RunResult:  # fmt: skip
     """Prepare the data, train (or fit) the model, select it on validation, test it once, and write
     the run directory. Under torchrun every process calls this; rank 0 alone writes."""
+    if not resume:
+        check_output_not_input(out, run_inputs(config))
     context = init_distributed(resolve_device(config.train.device).type)
     try:
-        if context.is_main:
-            if resume:
-                run_dir = RunDir.open(out)
-                run_dir.save_config(config)  # train.epochs may have been extended
+        # rank 0 alone writes (and locks) the run directory; the others only read the dataset it prepared
+        writing = RunDir.writing(out, config, overwrite, resume) if context.is_main else nullcontext(RunDir(out))
+        with writing as run_dir:
+            if context.is_main:
+                dataset = dataset_for(config.data)  # prepared once, by rank 0
+            context.barrier()
+            if not context.is_main:
+                dataset = dataset_for(config.data, download=False)
+            split = split_for(dataset, config)
+            metrics: dict[str, Any]
+            if config.model.name == "popularity":
+                scorer = _fit_popularity(dataset, split, config)
+                metrics = {w: evaluate_split(scorer, dataset, split, w, config, progress) for w in ("valid", "test")}
+                for which in ("valid", "test"):
+                    run_dir.log_metrics({"split": which, "final": True, **metrics[which]})
             else:
-                run_dir = RunDir.create(out, config, overwrite)
-            dataset = dataset_for(config.data)  # prepared once, by rank 0
-        context.barrier()
-        if not context.is_main:
-            run_dir, dataset = RunDir(out), dataset_for(config.data, download=False)
-        split = split_for(dataset, config)
-        metrics: dict[str, Any]
-        if config.model.name == "popularity":
-            scorer = _fit_popularity(dataset, split, config)
-            metrics = {which: evaluate_split(scorer, dataset, split, which, config, progress) for which in ("valid", "test")}
-            for which in ("valid", "test"):
-                run_dir.log_metrics({"split": which, "final": True, **metrics[which]})
-        else:
-            trainer = Trainer(build_model(dataset, config, progress), split, config, run_dir, context, progress=progress)
-            if resume:
-                trainer.resume(run_dir.path / LAST_CHECKPOINT)
-            metrics = trainer.fit()
-        if context.is_main:
-            run_dir.write_metrics({"model": config.model.name, "dataset": str(dataset.path), "protocol": split.protocol,
-                                   **metrics})  # fmt: skip
+                trainer = Trainer(build_model(dataset, config, progress), split, config, run_dir, context,
+                                  progress=progress)  # fmt: skip
+                if resume:
+                    trainer.resume(run_dir.path / LAST_CHECKPOINT)
+                    if context.is_main:  # only now that the checkpoint fits: train.epochs may have been extended
+                        run_dir.save_config(config)
+                metrics = trainer.fit()
+            if context.is_main:
+                run_dir.write_metrics({"model": config.model.name, "dataset": str(dataset.path),
+                                       "protocol": split.protocol, **metrics})  # fmt: skip
         return RunResult(run_dir.path, dataset, {k: v for k, v in metrics.items() if k in ("valid", "test")})
     finally:
         shutdown_distributed(context)
+
+
+def run_inputs(config: RunConfig) -> dict[str, str | None]:
+    """The paths a run reads (name -> path), which its run directory must neither be, contain nor lie in."""
+    raw = None if config.data.raw is None else os.path.expandvars(config.data.raw)
+    return {
+        "dataset (data.path)": config.data.path,
+        "raw data (data.raw)": raw if raw and "$" not in raw else None,
+        "SFT run (rl.sft_run)": config.rl.sft_run,
+        "collaborative run (rl.collaborative_run)": config.rl.collaborative_run,
+    }
 
 
 QUICKSTART_RECIPES = ("ml-100k/popularity", "ml-100k/sasrec", "ml-100k/hstu")

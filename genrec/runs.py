@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from genrec.config import RunConfig, from_dict, to_dict
 from genrec.errors import ConfigError
-from genrec.io import is_nonempty_dir, write_json_atomic, write_text_atomic
+from genrec.io import LOCK_FILE, exclusive_lock, is_nonempty_dir, write_json_atomic, write_text_atomic
 
 CONFIG_FILE = "config.json"  # JSON is YAML too: `genrec train RUN_DIR/config.json` reruns it
 METRICS_FILE = "metrics.json"
 METRICS_LOG = "metrics.jsonl"
+CHECKPOINTS = ("best.pt", "last.pt")  # genrec.checkpoints' names (kept here so that reading a run needs no torch)
+# what `--overwrite` replaces in an existing run directory (other files of the folder are left alone)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, METRICS_LOG, *CHECKPOINTS, "curves.png")
 
 
 class RunDir:
@@ -25,14 +30,46 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, config: RunConfig, overwrite: bool = False) -> RunDir:
+        """A new run directory holding `config`; an existing non-empty one only with `overwrite`, which
+        removes the files of the run it held (`RUN_FILES`), so no checkpoint of that run survives."""
         run = cls(path)
         if is_nonempty_dir(run.path) and not overwrite:
             raise ConfigError(f"run directory {run.path} is not empty (choose another --out or pass --overwrite)")
         run.path.mkdir(parents=True, exist_ok=True)
-        for stale in (METRICS_FILE, METRICS_LOG):
+        for stale in RUN_FILES:
             (run.path / stale).unlink(missing_ok=True)
         write_json_atomic(run.path / CONFIG_FILE, to_dict(config))
         return run
+
+    @classmethod
+    @contextlib.contextmanager
+    def writing(cls, path: str | Path, config: RunConfig | None = None, overwrite: bool = False,
+                resume: bool = False) -> Iterator[RunDir]:  # fmt: skip
+        """The run directory at `path`, locked against other writers for the `with` block.
+
+        resume: open the existing run (its config is not rewritten here: the caller saves the new
+        one once the checkpoint has loaded). Otherwise create it from `config`. A new run that fails
+        before writing a checkpoint is removed again (when this call created its folder), so the same
+        command can simply be retried.
+        """
+        path = Path(path)
+        created, had_content = not path.exists(), is_nonempty_dir(path)
+        try:
+            with exclusive_lock(path / LOCK_FILE, f"run directory {path}"):
+                if resume:
+                    run = cls.open(path)
+                else:
+                    assert config is not None, "a new run needs its config"
+                    run = cls.create(path, config, overwrite)
+                yield run
+        except BaseException:
+            if (created or not (resume or had_content)) and not any((path / name).exists() for name in CHECKPOINTS):
+                if created:
+                    shutil.rmtree(path, ignore_errors=True)
+                else:  # the folder was there and empty: leave it empty
+                    for name in (*RUN_FILES, LOCK_FILE):
+                        (path / name).unlink(missing_ok=True)
+            raise
 
     def save_config(self, config: RunConfig) -> None:
         write_json_atomic(self.path / CONFIG_FILE, to_dict(config))
@@ -45,7 +82,14 @@ class RunDir:
         return run
 
     def config(self) -> RunConfig:
-        return from_dict(RunConfig, json.loads((self.path / CONFIG_FILE).read_text()))
+        path = self.path / CONFIG_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        return from_dict(RunConfig, data)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one record (e.g. the metrics of one evaluation) to metrics.jsonl."""
@@ -67,15 +111,6 @@ class RunDir:
     def metrics(self) -> dict[str, Any]:
         path = self.path / METRICS_FILE
         return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save, atomically: a crash leaves the previous checkpoint, never half of a new one."""
-    import torch
-
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def default_run_dir(name: str, root: str | Path = "runs") -> Path:

@@ -94,11 +94,15 @@ def test_bad_training_input(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module.SampledSoftmaxLoss, "forward", broken_loss)
     with pytest.raises(TrainingError, match="the loss became nan at epoch 1, step 1; try a lower train.lr"):
         run(tiny(data_dir, "train.epochs=1"), tmp_path / "nan", progress=False)
-    with pytest.raises(GenrecError, match="must be trained first"):
-        config = tiny(data_dir)
-        from genrec.runner import scorer_for
+    assert not (tmp_path / "nan").exists()  # a run that failed before any checkpoint leaves nothing to block a retry
+    from genrec.runner import scorer_for
 
+    config = tiny(data_dir)
+    with pytest.raises(GenrecError, match="no run directory at .*nowhere"):
         scorer_for(dataset_for(config.data), None, config, tmp_path / "nowhere")
+    RunDir.create(tmp_path / "untrained", config)
+    with pytest.raises(GenrecError, match=r"untrained has no best\.pt yet: .*genrec train --resume"):
+        scorer_for(dataset_for(config.data), None, config, tmp_path / "untrained")
     assert torch.get_num_threads() >= 1
 
 

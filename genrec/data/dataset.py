@@ -101,9 +101,24 @@ class Dataset:
                 f"{manifest_path}: dataset format version {manifest.get('format_version')!r}, this genrec reads "
                 f"{FORMAT_VERSION}; prepare it again with `genrec data prepare --overwrite`"
             )
-        for name in ("interactions.parquet", "items.parquet", "users.parquet"):
-            if not (path / name).is_file():
+        if not isinstance(manifest, dict):
+            raise DataError(f"{manifest_path}: expected a JSON object")
+        for key in ("num_users", "num_items", "num_interactions"):
+            value = manifest.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise DataError(f"{manifest_path}: {key} should be a count, got {value!r}")
+        for name, key in (("interactions.parquet", "num_interactions"), ("items.parquet", "num_items"),
+                          ("users.parquet", "num_users")):  # fmt: skip
+            table = path / name
+            if not table.is_file():
                 raise DataError(f"{path}: missing {name}; prepare the dataset again")
+            try:
+                rows = pq.read_metadata(table).num_rows
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DataError(f"{table}: not a readable Parquet file ({exc}); prepare the dataset again") from None
+            if rows != manifest[key]:
+                raise DataError(f"{table} has {rows:,} rows but {MANIFEST} says {key} is {manifest[key]:,}: the files "
+                                f"do not belong together; prepare the dataset again")  # fmt: skip
         return cls(path, manifest)
 
     @property
@@ -118,17 +133,31 @@ class Dataset:
     def num_interactions(self) -> int:
         return int(self.manifest["num_interactions"])
 
+    def _read(self, name: str, columns: dict[str, str]) -> pa.Table:
+        """A table of the dataset, checked to hold `columns` (name -> kind: "int" or "any")."""
+        path = self.path / name
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({exc}); prepare the dataset again") from None
+        for column, kind in columns.items():
+            if column not in table.column_names:
+                raise DataError(f"{path}: no column {column!r}; prepare the dataset again")
+            if kind == "int" and not pa.types.is_integer(table[column].type):
+                raise DataError(f"{path}: column {column!r} has type {table[column].type}, expected integers")
+        return table
+
     @cached_property
     def interactions(self) -> pa.Table:
-        return pq.read_table(self.path / "interactions.parquet")
+        return self._read("interactions.parquet", {"user": "int", "item": "int", "timestamp": "int"})
 
     @cached_property
     def items(self) -> pa.Table:
-        return pq.read_table(self.path / "items.parquet")
+        return self._read("items.parquet", {"item": "int", "raw_id": "any"})
 
     @cached_property
     def users(self) -> pa.Table:
-        return pq.read_table(self.path / "users.parquet")
+        return self._read("users.parquet", {"user": "int", "raw_id": "any"})
 
     @cached_property
     def sequences(self) -> Sequences:
@@ -136,8 +165,13 @@ class Dataset:
         if table.num_rows != self.num_interactions:
             raise DataError(f"{self.path}: interactions.parquet has {table.num_rows} rows, manifest says "
                             f"{self.num_interactions}")  # fmt: skip
-        users = table["user"].to_numpy()
-        return Sequences.from_users(users, table["item"].to_numpy(), table["timestamp"].to_numpy(), self.num_users)
+        users, items = table["user"].to_numpy(), table["item"].to_numpy()
+        for name, values, count in (("user", users, self.num_users), ("item", items, self.num_items)):
+            if len(values) and (values.min() < 1 or values.max() > count):
+                raise DataError(f"{self.path / 'interactions.parquet'}: {name} indices run from {values.min()} to "
+                                f"{values.max()}, but {MANIFEST} says there are {count:,} {name}s (1..{count}); "
+                                f"prepare the dataset again")  # fmt: skip
+        return Sequences.from_users(users, items, table["timestamp"].to_numpy(), self.num_users)
 
     @property
     def has_timestamps(self) -> bool:

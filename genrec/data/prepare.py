@@ -29,7 +29,7 @@ from genrec.data.dataset import FORMAT_VERSION, MANIFEST, SPLIT_CASES, Dataset
 from genrec.data.filters import Filters
 from genrec.data.sources import RawTables, Source, get_source
 from genrec.errors import ConfigError, DataError
-from genrec.io import atomic_output_dir, sha256_file, write_json_atomic
+from genrec.io import atomic_output_dir, check_output_not_input, sha256_file, write_json_atomic
 
 log = logging.getLogger("genrec.data")
 
@@ -64,11 +64,13 @@ def prepare_dataset(
     src = get_source(source, **source_options) if isinstance(source, str) else source
     filters = filters or Filters()
     out = Path(out)
+    started = time.perf_counter()
+    raw_path = src.locate(raw, download).resolve()
+    check_output_not_input(out, {"raw data": raw_path, **src.input_files()})
     with atomic_output_dir(out, overwrite) as tmp:
-        started = time.perf_counter()
-        raw_path = src.locate(raw, download).resolve()
         log.info("reading %s from %s", src.name, raw_path)
         tables = src.read(raw_path)
+        check_output_not_input(out, {f"raw file {path.name}": path for path in tables.files})
         log.info("read %d interactions in %.1fs; building the canonical dataset", tables.interactions.num_rows,
                  time.perf_counter() - started)  # fmt: skip
         canonical = build_canonical(tables, filters)

@@ -52,6 +52,9 @@ def locate_release(release: Release, raw: str | Path | None = None, download: bo
     """The folder holding `release`'s raw files, found in the order given in the module docstring."""
     if raw is not None:
         folder = Path(raw).expanduser()
+        if folder.is_file():
+            raise DataError(f"--raw {folder} is a file; this source reads the {release.name} release folder that "
+                            f"holds {', '.join(release.required)}: pass that folder")  # fmt: skip
         if not folder.is_dir():
             raise DataError(f"--raw {folder}: no such directory (expected the {release.name} release folder)")
         missing = _missing(folder, release.required)

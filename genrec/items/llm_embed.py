@@ -65,6 +65,8 @@ def resolve_model_path(spec: str, gguf_file: str | None = None) -> ModelLocation
         raise ConfigError("no item model given: set model.item_llm.path to a local Hugging Face model directory")
     if spec.startswith("python:"):
         package = spec.removeprefix("python:")
+        if not package.isidentifier():  # find_spec would import the parents of a dotted name: run their code
+            raise ConfigError(f"model {spec!r}: python: takes the name of a top-level installed package (no dots)")
         found = importlib.util.find_spec(package)
         if found is None or not found.submodule_search_locations:
             raise ConfigError(f"model {spec!r}: no installed Python package {package!r} (pip install it, e.g. "

@@ -32,15 +32,25 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from genrec.checkpoints import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    load_checkpoint,
+    load_state,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from genrec.config import RunConfig, config_differences, from_dict, to_dict
 from genrec.data.batching import NextItemExamples, TrainSequences
 from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, GenrecError
 from genrec.eval.evaluator import EvalBatch, Scorer, evaluate
+from genrec.io import check_output_not_input
 from genrec.models.sid_llm import SIDLLM
-from genrec.runs import RunDir, save_checkpoint
+from genrec.runs import RunDir
 from genrec.train.plots import plot_run
-from genrec.train.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, rng_state, set_rng_state
 
 log = logging.getLogger("genrec.llm")
 
@@ -183,7 +193,7 @@ def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: 
     the same weights as a run that never stopped. stop_after_step: return None after the checkpoint
     of that step (as if the run were interrupted there).
     """
-    from genrec.runner import build_model, dataset_for, scorer_for, split_for
+    from genrec.runner import run_inputs
 
     if resume and not config.rl.sft_run:
         raise GenrecError(f"cannot resume {out} as an RL run: its config has no rl.sft_run (resume an SFT run with "
@@ -192,14 +202,24 @@ def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: 
         raise GenrecError(f"cannot resume: no checkpoint at {out / LAST_CHECKPOINT}")
     if not config.rl.sft_run:
         raise ConfigError("rl.sft_run is not set: RL starts from an SFT run (genrec llm rl --from RUN_DIR)")
-    sft_run = Path(config.rl.sft_run)
+    if not resume:
+        check_output_not_input(out, run_inputs(config))
+    with RunDir.writing(out, config, overwrite, resume) as run_dir:
+        return _run_grpo(config, run_dir, Path(config.rl.sft_run), progress, resume, stop_after_step)
+
+
+def _run_grpo(config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool, resume: bool,
+              stop_after_step: int | None) -> dict[str, Any] | None:  # fmt: skip
+    """The body of `train_grpo`, in a run directory locked for it."""
+    from genrec.runner import build_model, dataset_for, scorer_for, split_for
+
+    out = run_dir.path
     dataset = dataset_for(config.data)
     split = split_for(dataset, config)
     model = build_model(dataset, config, progress)
     assert isinstance(model, SIDLLM)
-    model.load_state_dict(torch.load(sft_run / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+    load_weights(model, sft_run / BEST_CHECKPOINT)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    run_dir = RunDir.open(out) if resume else RunDir.create(out, config, overwrite)
     reward_scorer = None
     if config.rl.reward == "collaborative":
         cf_run = Path(config.rl.collaborative_run or "")
@@ -221,13 +241,14 @@ def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: 
         return {**result, "seconds": time.perf_counter() - started}
 
     if resume:
-        saved = torch.load(out / LAST_CHECKPOINT, map_location="cpu", weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        saved = load_checkpoint(out / LAST_CHECKPOINT)
+        load_state(model, saved["model"], out / LAST_CHECKPOINT)
+        load_state(optimizer, saved["optimizer"], out / LAST_CHECKPOINT, "optimizer state")
         generator.set_state(saved["generator"])
         set_rng_state(saved["rng"])
         first, best, best_step = saved["step"] + 1, saved["best"], saved["best_step"]
         run_dir.drop_metrics_after(saved["step"])
+        run_dir.save_config(config)  # only now that the checkpoint fits: train.max_steps may have been extended
         log.info("resumed %s after step %d", out, saved["step"])
     else:
         first, best, best_step = 1, validate("valid")[t.metric], 0
@@ -255,7 +276,7 @@ def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: 
             plot_run(run_dir.path, t.metric, x="step", train_keys=("reward", "hit_rate", "kl"))
             if stop_after_step is not None and step >= stop_after_step:
                 return None
-    model.load_state_dict(torch.load(run_dir.path / BEST_CHECKPOINT, map_location="cpu", weights_only=False)["model"])
+    load_weights(model, run_dir.path / BEST_CHECKPOINT)
     results = {"valid": validate("valid"), "test": validate("test")}
     for which, metrics in results.items():
         run_dir.log_metrics({"split": which, "step": best_step, "final": True, **metrics})

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genrec.checkpoints import BEST_CHECKPOINT, load_weights
 from genrec.errors import ConfigError
-from genrec.io import atomic_output_dir
-from genrec.runs import RunDir
+from genrec.io import atomic_output_dir, check_output_not_input
+from genrec.runs import RUN_FILES, RunDir
 
 EMBEDDINGS = "item_embeddings.npy"
 IDS = "item_ids.json"
@@ -49,7 +50,6 @@ def read_bin(path: Path, dtype: np.dtype) -> np.ndarray:
 def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """Write the best checkpoint's item embeddings of `run_dir` (see the module docstring); returns the folder."""
     from genrec.runner import build_model, dataset_for
-    from genrec.train.trainer import BEST_CHECKPOINT
 
     run = RunDir.open(run_dir)
     config = run.config()
@@ -64,13 +64,14 @@ def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, o
     if not checkpoint.is_file():
         raise ConfigError(f"{run.path} has no {BEST_CHECKPOINT}: train the run first (genrec train)")
     dataset = dataset_for(config.data, download=False)
+    out = Path(out) if out is not None else run.path / "export"
+    check_output_not_input(out, {**{f"run's {name}": run.path / name for name in RUN_FILES}, "dataset": dataset.path})
     model = build_model(dataset, config)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+    load_weights(model, checkpoint)
     with torch.no_grad():
         vectors = model.eval().all_item_vectors()[1:].float().numpy()  # [N, D]
     norms = np.linalg.norm(vectors, axis=1)
     raw_ids = dataset.item_raw_ids()[1:]
-    out = Path(out) if out is not None else run.path / "export"
     with atomic_output_dir(out, overwrite) as tmp:
         np.save(tmp / EMBEDDINGS, vectors)
         (tmp / IDS).write_text(json.dumps(raw_ids))

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -25,13 +23,23 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from genrec.checkpoints import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    load_checkpoint,
+    load_state,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from genrec.config import LossConfig, RunConfig, TrainConfig, to_dict
 from genrec.data.batching import SequenceBatch, TrainSequences
 from genrec.data.splits import Split
-from genrec.errors import DataError, GenrecError
+from genrec.errors import CheckpointError, DataError, GenrecError
 from genrec.eval.evaluator import evaluate
 from genrec.models.base import GenerativeRecommender, Recommender, SequentialRecommender
-from genrec.runs import RunDir, save_checkpoint
+from genrec.runs import RunDir
 from genrec.train.distributed import DistContext
 from genrec.train.losses import (
     FullSoftmaxLoss,
@@ -42,9 +50,6 @@ from genrec.train.losses import (
 )
 
 log = logging.getLogger("genrec.train")
-
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
 
 
 class TrainingError(GenrecError):
@@ -101,22 +106,6 @@ class TrainState:
     best_epoch: int = 0
     evals_without_improvement: int = 0
     stopped_early: bool = False
-
-
-def rng_state() -> dict[str, Any]:
-    """The random state of torch, numpy and Python (and CUDA), saved in checkpoints for exact resume."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:
@@ -195,12 +184,18 @@ class Trainer:
         """Restore model, optimizer, scheduler, progress and random state from a checkpoint."""
         if not path.is_file():
             raise GenrecError(f"cannot resume: no checkpoint at {path}")
-        payload = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(payload["model"])
-        self.loss.load_state_dict(payload.get("loss", {}))
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.state = TrainState(**payload["state"])
+        payload = load_checkpoint(path, self.device)
+        missing = [k for k in ("optimizer", "scheduler", "state", "rng") if k not in payload]
+        if missing:
+            raise CheckpointError(f"{path}: cannot resume from it: no {', '.join(missing)} (is it a {LAST_CHECKPOINT}?)")
+        load_state(self.model, payload["model"], path)
+        load_state(self.loss, payload.get("loss", {}), path, "loss parameters")
+        load_state(self.optimizer, payload["optimizer"], path, "optimizer state")
+        load_state(self.scheduler, payload["scheduler"], path, "schedule")
+        try:
+            self.state = TrainState(**payload["state"])
+        except TypeError:
+            raise CheckpointError(f"{path}: its training progress is not in genrec's format") from None
         set_rng_state(payload["rng"])
         if self.run_dir is not None and self.context.is_main:
             # a crash between an epoch's log line and its checkpoint would otherwise log that epoch twice
@@ -350,8 +345,7 @@ class Trainer:
         self.context.barrier()
         known_valid = None
         if self.run_dir is not None and (self.run_dir.path / BEST_CHECKPOINT).is_file():
-            best = torch.load(self.run_dir.path / BEST_CHECKPOINT, map_location=self.device, weights_only=False)
-            self.model.load_state_dict(best["model"])
+            load_weights(self.model, self.run_dir.path / BEST_CHECKPOINT, self.device)
             # the best checkpoint's validation metrics are reused when this process computed them (an
             # evaluation is deterministic, and a generative model's beam search makes it costly)
             known_valid = self.best_valid

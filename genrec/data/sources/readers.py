@@ -6,6 +6,7 @@ fails, the file is scanned again in Python to find the first bad line and report
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Iterator
@@ -54,10 +55,13 @@ def read_table(
     types = {name: t for name, t in columns.items() if t is not None}
     convert = pacsv.ConvertOptions(column_types=types, include_columns=list(columns), strings_can_be_null=True)
     try:
-        return pacsv.read_csv(source, read_options=read, parse_options=parse, convert_options=convert)
+        table = pacsv.read_csv(source, read_options=read, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:
         if header:
             present = read_header(path, delimiter, encoding, quoted)
+            if not present:
+                wanted = f" naming the columns {', '.join(map(repr, columns))}" if columns else ""
+                raise DataError(f"{path}: the file is empty (expected a header line{wanted})") from None
             absent = [name for name in columns if name not in present]
             if absent:
                 raise DataError(
@@ -66,12 +70,18 @@ def read_table(
         names = column_names or read_header(path, delimiter, encoding, quoted)
         _raise_first_bad_line(path, names, types, delimiter, encoding, quoted, skip=1 if header else 0)
         raise DataError(f"{path}: cannot be parsed: {exc}") from exc
+    if any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in table.schema.types):
+        # pyarrow reads a column holding bytes that are not valid text as binary: name the first such line
+        for _ in iter_lines(path, encoding):
+            pass
+        raise DataError(f"{path}: a column holds bytes that are not {encoding} text")
+    return table
 
 
 def read_header(path: Path, delimiter: str, encoding: str = "utf-8", quoted: bool = True) -> list[str]:
-    with open(path, encoding=encoding, newline="") as f:
-        first = f.readline().rstrip("\r\n")
-    return _split(first, delimiter, quoted)
+    """The column names on the first line ([] for an empty file)."""
+    first = next(iter_lines(path, encoding), (1, ""))[1]
+    return _split(first, delimiter, quoted) if first.strip() else []
 
 
 def _split(line: str, delimiter: str, quoted: bool) -> list[str]:
@@ -109,15 +119,29 @@ def _raise_first_bad_line(
 
 
 def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield `(line_number, line)` with 1-based numbers and the newline stripped."""
+    """Yield `(line_number, line)` with 1-based numbers and the newline stripped.
+
+    Bytes that are not valid `encoding` text raise a `DataError` naming the line they are on.
+    """
     path = require_file(path)
-    with open(path, encoding=encoding, newline="") as f:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(f, start=1):  # noqa: B007 - lineno is used in the error below
-                yield lineno, line.rstrip("\r\n")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}, line {lineno + 1}: not valid {encoding} text: {exc.reason}") from None
+    hint = " (pass the file's encoding, e.g. --encoding latin-1)" if codecs.lookup(encoding).name == "utf-8" else ""
+    if "\n".encode(encoding) != b"\n":  # UTF-16/32: lines cannot be cut as bytes
+        with open(path, encoding=encoding, newline="") as f:
+            lineno = 0
+            try:
+                for lineno, line in enumerate(f, start=1):  # noqa: B007 - lineno is used in the error below
+                    yield lineno, line.rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}, line {lineno + 1}: not valid {encoding} text ({exc.reason}){hint}") from None
+        return
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}, line {lineno}: not valid {encoding} text ({exc.reason} at byte "
+                                f"{exc.start + 1} of the line){hint}") from None  # fmt: skip
+            yield lineno, line.rstrip("\r\n")
 
 
 def split_lines(path: Path, delimiter: str, num_fields: int, encoding: str = "utf-8") -> Iterator[tuple[int, list[str]]]:
