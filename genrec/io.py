@@ -165,6 +165,9 @@ def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"output path exists and is not a directory: {out}")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise DataError(f"cannot create {out}: {blocking} is a file, not a folder")
     if is_nonempty_dir(out) and not overwrite:
         raise DataError(f"output directory is not empty: {out} (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
