@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -10,7 +11,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from genrec import __version__
 from genrec.errors import GenrecError
@@ -54,7 +55,7 @@ def _data_info(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from genrec.config import RunConfig, apply_overrides, from_dict, to_dict
-    from genrec.runner import dataset_for, evaluate_split, format_table, scorer_for, split_for
+    from genrec.runner import dataset_for, dataset_of_run, evaluate_split, format_table, scorer_for, split_for
     from genrec.runs import RunDir
 
     if args.run_dir is not None:
@@ -67,13 +68,14 @@ def _eval(args: argparse.Namespace) -> int:
             raise GenrecError("genrec eval needs a RUN_DIR or --data DIR (a prepared dataset)")
         base = {}
         overrides = [f"data.path={args.data}", f"model.name={args.model or 'popularity'}"]
+    overrides += _shortcut_overrides(args)
     overrides += [f"split.protocol={args.protocol}"] if args.protocol else []
     overrides += [f"eval.ks=[{args.ks}]"] if args.ks else []
     config = from_dict(RunConfig, apply_overrides(base, overrides + args.set))
-    dataset = dataset_for(config.data)
+    dataset = dataset_for(config.data) if args.run_dir is None else dataset_of_run(RunDir.open(args.run_dir), config)
     split = split_for(dataset, config)
     scorer = scorer_for(dataset, split, config, None if args.run_dir is None else Path(args.run_dir))
-    metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=not args.json, cold=args.cold)
+    metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=_progress(args), cold=args.cold)
     if args.json:
         cold = {} if args.cold is None else {"cold_max_train_count": args.cold}
         print(json.dumps({"model": config.model.name, "split": args.split, "protocol": split.protocol, **cold, **metrics}))
@@ -101,6 +103,8 @@ def _train(args: argparse.Namespace) -> int:
     from genrec.runner import format_table, run
     from genrec.runs import default_run_dir
 
+    args.set = args.set + _shortcut_overrides(args)
+
     if args.resume:
         config = _resumed_config(args.resume, load_config(args.config, args.set) if args.config else None, args.set,
                                  "train.epochs")  # fmt: skip
@@ -110,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise GenrecError("under torchrun, pass --out RUN_DIR so that every process writes to the same run")
         out = args.out or default_run_dir(config.name)
-    result = run(config, out, overwrite=args.overwrite, progress=not args.json, resume=bool(args.resume))
+    result = run(config, out, overwrite=args.overwrite, progress=_progress(args), resume=bool(args.resume))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     if args.json:
@@ -144,7 +148,7 @@ def _llm_rl(args: argparse.Namespace) -> int:
         config, out = rl_config(args.config, args.set, Path(args.from_run)), Path(args.out)
     else:
         raise GenrecError("genrec llm rl needs --from SFT_RUN_DIR and --out RUN_DIR (or --resume RUN_DIR)")
-    summary = train_grpo(config, out, overwrite=args.overwrite, progress=not args.json, resume=bool(args.resume))
+    summary = train_grpo(config, out, overwrite=args.overwrite, progress=_progress(args), resume=bool(args.resume))
     assert summary is not None
     if args.json:
         print(json.dumps({"run_dir": str(out), **summary}))
@@ -158,9 +162,22 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `genrec train` and `genrec llm sft` share."""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--out", help="run directory (default runs/<name>-<time>)")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run that --out holds (its config, metrics and checkpoints)")  # fmt: skip
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    _add_seed_and_device(parser)
+
+
+def _add_seed_and_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, help="random seed (the same as --set seed=N)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (the same as --set train.device=DEVICE)")
+
+
+def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
+    """--seed / --device as the `--set` overrides they stand for."""
+    return ([f"seed={args.seed}"] if args.seed is not None else []) + \
+        ([f"train.device={args.device}"] if args.device else [])
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -193,7 +210,7 @@ def _sid_build(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         config.rqvae.epochs = args.epochs
     dataset = Dataset.load(args.data)
-    sids, report = build_semantic_ids(dataset, args.embedder, config, args.gguf_file, progress=not args.json)
+    sids, report = build_semantic_ids(dataset, args.embedder, config, args.gguf_file, progress=_progress(args))
     write_index_json(sids, [str(k) for k in dataset.item_raw_ids()], out)
     summary = {"out": str(out), "num_items": sids.num_items, "levels": sids.codebook_sizes, **report.__dict__}
     print(json.dumps(summary) if args.json else f"{sids.num_items:,} items -> {out}\n{report.summary()}")
@@ -202,14 +219,18 @@ def _sid_build(args: argparse.Namespace) -> int:
 
 def _quickstart(args: argparse.Namespace) -> int:
     from genrec.io import check_output_not_input
-    from genrec.runner import format_table, quickstart
+    from genrec.runner import QUICKSTART_EPOCHS, format_table, quickstart
     from genrec.runs import default_run_dir
 
     out = Path(args.out or default_run_dir("quickstart"))
     check_output_not_input(out, {"raw data (--raw)": args.raw})
-    print("genrec quickstart: popularity, SASRec and HSTU on MovieLens-100K, leave-one-out, full ranking",
+    if args.full and args.epochs is not None:
+        raise GenrecError("give --full (the recipes' own epochs) or --epochs N, not both")
+    budget = "the recipes' epochs" if args.full else f"{args.epochs or QUICKSTART_EPOCHS} epochs each (--full: the recipes')"
+    print(f"genrec quickstart: popularity, SASRec and HSTU on MovieLens-100K, leave-one-out, full ranking; {budget}",
           file=sys.stderr)  # fmt: skip
-    results = quickstart(out, raw=args.raw, epochs=args.epochs, overwrite=args.overwrite)
+    results = quickstart(out, raw=args.raw, epochs=args.epochs, overwrite=args.overwrite, progress=_progress(args),
+                         full=args.full)  # fmt: skip
     d = results[0][1].dataset
     print(f"\ndataset: {d.path} ({d.num_users:,} users, {d.num_items:,} items, {d.num_interactions:,} interactions)")
     rows = [(f"{config.model.name} ({which})", result.metrics[which]) for which in ("valid", "test")
@@ -217,6 +238,51 @@ def _quickstart(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print(f"\nrun directories: {out}/{{{','.join(config.model.name for config, _ in results)}}}")
     return 0
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless the output is --json or --quiet."""
+    return not (getattr(args, "json", False) or args.quiet)
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from genrec.config import RECIPES, recipe_names
+
+    rows = []
+    for name in recipe_names():
+        lines = (RECIPES / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        first = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
+        rows.append({"name": name, "description": first})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for row in rows:
+        print(f"{row['name']:<{width}}  {row['description']}")
+    print("\nrun one with: genrec train NAME   (print its resolved config: genrec config NAME)")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from genrec.config import dump_yaml, load_config, to_dict
+
+    config = load_config(args.config, args.set + _shortcut_overrides(args))
+    print(json.dumps(to_dict(config), indent=2) if args.json else dump_yaml(config), end="\n" if args.json else "")
+    return 0
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes after its name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages, only results")
+    common.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: the cores this process may use)")  # fmt: skip
+    return common
+
+
+def _command(group: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand of `group` with the common options."""
+    return group.add_parser(name, parents=[_common_options()], **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log debug messages, and show the traceback of an input error")  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = commands.add_parser("data", help="prepare and inspect datasets")
+    data = _command(commands, "data", help="prepare and inspect datasets")
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-    prep = data_commands.add_parser("prepare", help="turn a raw release into a canonical dataset folder")
+    prep = _command(data_commands, "prepare", help="turn a raw release into a canonical dataset folder")
     prep.add_argument("source", metavar="SOURCE", help=f"one of: {', '.join(SOURCES)}")
     prep.add_argument("--raw", help="local copy: the release folder as distributed (csv/parquet: the events file)")
     prep.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
@@ -262,12 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     generic.add_argument("--text-cols", help="comma-separated text columns of the item table (default: all others)")
     prep.set_defaults(func=_data_prepare)
 
-    info = data_commands.add_parser("info", help="print a prepared dataset's counts")
+    info = _command(data_commands, "info", help="print a prepared dataset's counts")
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_data_info)
 
-    ev = commands.add_parser("eval", help="full-ranking evaluation of a model or a run directory")
+    ev = _command(commands, "eval", help="full-ranking evaluation of a model or a run directory")
     ev.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory to evaluate")
     ev.add_argument("--data", help="a prepared dataset folder")
     ev.add_argument("--model", help="model name (default popularity)")
@@ -280,40 +346,41 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. eval.mask_history=false")
     ev.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    _add_seed_and_device(ev)
     ev.set_defaults(func=_eval)
 
-    tr = commands.add_parser("train", help="run a config: prepare data, train, evaluate, write a run directory")
+    tr = _command(commands, "train", help="run a config: prepare data, train, evaluate, write a run directory")
     tr.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config (default: the quickstart)")
     _add_training_arguments(tr)
     tr.set_defaults(func=_train)
 
-    llm = commands.add_parser("llm", help="the SID LLM recommender: supervised fine-tuning, then GRPO")
+    llm = _command(commands, "llm", help="the SID LLM recommender: supervised fine-tuning, then GRPO")
     llm_commands = llm.add_subparsers(dest="llm_command", required=True)
-    sft = llm_commands.add_parser("sft", help="fine-tune a causal LM to write the next item's SID (genrec train for "
+    sft = _command(llm_commands, "sft", help="fine-tune a causal LM to write the next item's SID (genrec train for "
                                               "model.name: sid-llm)")  # fmt: skip
     sft.add_argument("config", metavar="CONFIG", help="YAML config with model.name: sid-llm")
     _add_training_arguments(sft)
     sft.set_defaults(func=_llm_sft)
-    rl = llm_commands.add_parser("rl", help="GRPO from an SFT run directory")
+    rl = _command(llm_commands, "rl", help="GRPO from an SFT run directory")
     rl.add_argument("config", nargs="?", metavar="CONFIG", help="YAML with the rl, train and eval sections")
     rl.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="the SFT run to start from")
     rl.add_argument("--out", help="run directory to write")
     rl.add_argument("--resume", metavar="RUN_DIR", help="continue an RL run from its last checkpoint (last.pt)")
     rl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    rl.add_argument("--overwrite", action="store_true")
+    rl.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     rl.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     rl.set_defaults(func=_llm_rl)
 
-    exp = commands.add_parser("export", help="write a trained run's item embeddings (.npy, id map, .fbin/.u64bin)")
+    exp = _command(commands, "export", help="write a trained run's item embeddings (.npy, id map, .fbin/.u64bin)")
     exp.add_argument("run_dir", metavar="RUN_DIR")
     exp.add_argument("--out", help="output folder (default RUN_DIR/export)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export")
     exp.add_argument("--json", action="store_true", help="print the export summary as one JSON object")
     exp.set_defaults(func=_export)
 
-    sid = commands.add_parser("sid", help="semantic IDs: item text -> embeddings -> residual codes")
+    sid = _command(commands, "sid", help="semantic IDs: item text -> embeddings -> residual codes")
     sid_commands = sid.add_subparsers(dest="sid_command", required=True)
-    sb = sid_commands.add_parser("build", help="build unique SIDs for a prepared dataset; writes .index.json")
+    sb = _command(sid_commands, "build", help="build unique SIDs for a prepared dataset; writes .index.json")
     sb.add_argument("--data", required=True, help="a prepared dataset folder (with item text)")
     sb.add_argument("--embedder", required=True, help="a local Hugging Face model directory, or python:PACKAGE")
     sb.add_argument("--gguf-file", help="a GGUF file in the embedder's directory")
@@ -325,19 +392,32 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--epochs", type=int, help="RQ-VAE training epochs (default 200)")
     sb.add_argument("--seed", type=int, default=0)
     sb.add_argument("--out", required=True, help="the .index.json file to write")
-    sb.add_argument("--overwrite", action="store_true")
+    sb.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sb.add_argument("--json", action="store_true", help="print the report as one JSON object")
     sb.set_defaults(func=_sid_build)
 
-    qs = commands.add_parser("quickstart", help="prepare MovieLens-100K; train and evaluate popularity, SASRec, HSTU")
+    qs = _command(commands, "quickstart", help="prepare MovieLens-100K; train and evaluate popularity, SASRec, HSTU")
     qs.add_argument("--raw", help="local ml-100k folder (default: $GENREC_DATA_DIR/ml-100k, the cache, or download)")
     qs.add_argument("--out", help="folder of the run directories (default runs/quickstart-<time>)")
-    qs.add_argument("--epochs", type=int, help="cap the training epochs (a smoke run); default: the recipes'")
-    qs.add_argument("--overwrite", action="store_true")
+    qs.add_argument("--epochs", type=int, help="training epochs of SASRec and HSTU (default 30; 1 is a smoke run)")
+    qs.add_argument("--full", action="store_true",
+                    help="the recipes' own schedule: up to 200 epochs with early stopping (about 4x longer)")  # fmt: skip
+    qs.add_argument("--overwrite", action="store_true", help="replace the run directories under --out")
     qs.set_defaults(func=_quickstart)
+
+    rc = _command(commands, "recipes", help="list the shipped recipes (configs) with one line each")
+    rc.add_argument("--json", action="store_true", help="print the list as JSON")
+    rc.set_defaults(func=_recipes)
+    cf = _command(commands, "config", help="print a recipe's or config file's resolved config")
+    cf.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config or recipe name (default: the built-in defaults)")
+    cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    cf.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    _add_seed_and_device(cf)
+    cf.set_defaults(func=_config)
     return parser
 
 
+_TORCH_COMMANDS = ("train", "eval", "llm", "export", "sid", "quickstart")
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
@@ -351,9 +431,21 @@ def _report(exc: BaseException, message: str, verbose: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     try:
-        return args.func(args)
+        if args.threads is not None or args.command in _TORCH_COMMANDS:
+            from genrec.threads import configure_threads
+
+            configure_threads(args.threads)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader of our output went away (`genrec ... --json | head`): not an error of ours
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except GenrecError as exc:
         return _report(exc, str(exc), args.verbose)
     except OSError as exc:

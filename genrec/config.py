@@ -346,8 +346,9 @@ def resolve_config_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    recipe = RECIPES / path.with_suffix(".yaml")
-    if path.suffix in ("", ".yaml") and recipe.is_file():
+    # not with_suffix: a recipe name may hold dots ("office/llm-qwen2.5-1.5b-sft")
+    recipe = RECIPES / (str(path) if path.name.endswith(".yaml") else f"{path}.yaml")
+    if recipe.is_file():
         return recipe
     raise ConfigError(f"config file not found: {path} (nor a shipped recipe of that name; recipes: "
                       f"{', '.join(recipe_names())})")  # fmt: skip

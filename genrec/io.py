@@ -81,11 +81,11 @@ def is_nonempty_dir(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
+def exclusive_lock(lock_path: Path, what: str, wait: bool = False) -> Iterator[None]:
     """Hold an exclusive advisory lock (`fcntl.flock`) on the file `lock_path` for the `with` block.
 
     A second process asking for the same lock is refused at once with a `LockedError` naming the
-    holder's PID. The lock goes when the block ends (the file is then removed) or when the process
+    holder's PID (or, with `wait`, waits for it). The lock goes when the block ends (the file is then removed) or when the process
     dies, even by kill -9 (the file then stays, unlocked, and the next holder reuses it).
     """
     if fcntl is None:
@@ -96,7 +96,7 @@ def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, default_mode(is_dir=False))
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)

@@ -27,7 +27,7 @@ from genrec.data.sources import get_source
 from genrec.data.splits import Split, make_split
 from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer, evaluate
-from genrec.io import check_output_not_input
+from genrec.io import check_output_not_input, exclusive_lock, sha256_file
 from genrec.models import NEURAL_MODELS, Popularity, Recommender
 from genrec.runs import RunDir
 from genrec.train.distributed import init_distributed, shutdown_distributed
@@ -84,10 +84,37 @@ def dataset_for(data: DataConfig, download: bool = True) -> Dataset:
     key_text = json.dumps([data.source, source.options(), filters.to_dict(), str(raw_path)], sort_keys=True)
     key = hashlib.sha1(key_text.encode()).hexdigest()[:10]
     folder = cache_dir() / "datasets" / f"{data.source}-{key}"
-    if (folder / MANIFEST).is_file():
-        log.info("using the prepared dataset %s", folder)
+    # runs started together (a seed sweep) prepare the cached dataset once: the others wait for it
+    with exclusive_lock(folder.parent / f".{folder.name}.prepare.lock", f"the cached dataset {folder}", wait=True):
+        if (folder / MANIFEST).is_file():
+            log.info("using the prepared dataset %s", folder)
+            return Dataset.load(folder)
+        return prepare_dataset(source, folder, raw=raw_path, filters=filters, overwrite=True, download=download)
+
+
+def record_dataset(run_dir: RunDir, dataset: Dataset) -> None:
+    """Write the run's `dataset.json` (see `dataset_of_run`)."""
+    run_dir.record_dataset(dataset.path, sha256_file(dataset.path / MANIFEST), dataset.manifest.get("raw_path"))
+
+
+def dataset_of_run(run_dir: RunDir, config: RunConfig, download: bool = True) -> Dataset:
+    """The prepared dataset a finished run used, found from anywhere and without environment variables.
+
+    When `config` reads the same data as the run did: the folder the run recorded, if it is still
+    there with the same manifest; else the dataset prepared again from the raw source the run
+    recorded. A config whose data section differs (an eval with `--set data.*`) gets its own dataset.
+    """
+    recorded = run_dir.recorded_dataset()
+    if recorded is None or to_dict(config.data) != to_dict(run_dir.config().data):
+        return dataset_for(config.data, download)
+    folder = Path(recorded["path"])
+    if (folder / MANIFEST).is_file() and sha256_file(folder / MANIFEST) == recorded.get("manifest_sha256"):
         return Dataset.load(folder)
-    return prepare_dataset(source, folder, raw=raw_path, filters=filters, overwrite=True, download=download)
+    raw = recorded.get("raw_path")
+    if config.data.path is None and raw and Path(raw).exists():
+        log.info("the run's dataset %s is gone or changed; preparing it again from %s", folder, raw)
+        return dataset_for(dataclasses.replace(config.data, raw=raw), download)
+    return dataset_for(config.data, download)
 
 
 def split_for(dataset: Dataset, config: RunConfig) -> Split:
@@ -132,7 +159,8 @@ def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: b
         writing = RunDir.writing(out, config, overwrite, resume) if context.is_main else nullcontext(RunDir(out))
         with writing as run_dir:
             if context.is_main:
-                dataset = dataset_for(config.data)  # prepared once, by rank 0
+                dataset = dataset_of_run(run_dir, config) if resume else dataset_for(config.data)  # prepared by rank 0
+                record_dataset(run_dir, dataset)
             context.barrier()
             if not context.is_main:
                 dataset = dataset_for(config.data, download=False)
@@ -171,17 +199,21 @@ def run_inputs(config: RunConfig) -> dict[str, str | None]:
 
 
 QUICKSTART_RECIPES = ("ml-100k/popularity", "ml-100k/sasrec", "ml-100k/hstu")
+QUICKSTART_EPOCHS = 30  # the default budget: the recipes' up to 200 epochs (with early stopping) need --full
 
 
 def quickstart(out: str | Path, raw: str | None = None, epochs: int | None = None, overwrite: bool = False,
-               progress: bool = True) -> list[tuple[RunConfig, RunResult]]:  # fmt: skip
+               progress: bool = True, full: bool = False) -> list[tuple[RunConfig, RunResult]]:  # fmt: skip
     """Run the quickstart recipes on MovieLens-100K, one run directory each under `out`.
 
     raw: the local ml-100k folder (default: $GENREC_DATA_DIR, the cache, a download).
-    epochs: cap the training epochs of the trained models (a smoke run); default: the recipes'.
+    epochs: the training epochs of the trained models; default `QUICKSTART_EPOCHS`, or with `full`
+        the recipes' own (up to 200, with early stopping).
     """
     from genrec.config import load_config
 
+    if epochs is None and not full:
+        epochs = QUICKSTART_EPOCHS
     results = []
     for recipe in QUICKSTART_RECIPES:
         overrides = [f"data.raw={raw}"] if raw else []
@@ -205,4 +237,4 @@ def format_table(rows: list[tuple[str, dict[str, float]]], columns: list[str] | 
     return "\n".join(lines)
 
 
-__all__ = ["RunResult", "build_model", "dataset_for", "format_table", "quickstart", "run", "scorer_for", "split_for", "to_dict"]
+__all__ = ["RunResult", "build_model", "dataset_for", "dataset_of_run", "format_table", "quickstart", "run", "scorer_for", "split_for", "to_dict"]

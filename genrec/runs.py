@@ -17,9 +17,10 @@ from genrec.io import LOCK_FILE, exclusive_lock, is_nonempty_dir, write_json_ato
 CONFIG_FILE = "config.json"  # JSON is YAML too: `genrec train RUN_DIR/config.json` reruns it
 METRICS_FILE = "metrics.json"
 METRICS_LOG = "metrics.jsonl"
+DATASET_FILE = "dataset.json"  # where the run's prepared dataset is, so the run finds it again from anywhere
 CHECKPOINTS = ("best.pt", "last.pt")  # genrec.checkpoints' names (kept here so that reading a run needs no torch)
 # what `--overwrite` replaces in an existing run directory (other files of the folder are left alone)
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, METRICS_LOG, *CHECKPOINTS, "curves.png")
+RUN_FILES = (CONFIG_FILE, DATASET_FILE, METRICS_FILE, METRICS_LOG, *CHECKPOINTS, "curves.png")
 
 
 class RunDir:
@@ -90,6 +91,21 @@ class RunDir:
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text") from None
         return from_dict(RunConfig, data)
+
+    def record_dataset(self, path: Path, manifest_sha256: str, raw_path: str | None) -> None:
+        """Remember the prepared dataset the run used: its folder, its manifest's checksum (so a folder
+        since prepared again from other data is not taken for it) and the raw source it came from."""
+        write_json_atomic(self.path / DATASET_FILE, {"path": str(Path(path).resolve()),
+                                                     "manifest_sha256": manifest_sha256, "raw_path": raw_path})  # fmt: skip
+
+    def recorded_dataset(self) -> dict[str, Any] | None:
+        """What `record_dataset` wrote, or None (runs from before it, or an unreadable file)."""
+        path = self.path / DATASET_FILE
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get("path"), str) else None
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one record (e.g. the metrics of one evaluation) to metrics.jsonl."""

@@ -86,3 +86,56 @@ def test_data_raw_expands_environment_variables(data_dir, tmp_path, capsys, monk
     code, _, stderr = run_cli(capsys, "train", "ml-100k/popularity", "--set", "data.raw=$GENREC_NOT_SET/ml-100k",
                               "--out", tmp_path / "r2")  # fmt: skip
     assert code == 2 and "GENREC_NOT_SET" in stderr and "not set" in stderr
+
+
+def test_recipes_and_config_commands(capsys):
+    code, stdout, _ = run_cli(capsys, "recipes")
+    assert code == 0 and "ml-100k/hstu" in stdout and "office/llm-qwen2.5-1.5b-sft" in stdout
+    code, stdout, _ = run_cli(capsys, "recipes", "--json")
+    rows = {r["name"]: r["description"] for r in json.loads(stdout)}
+    assert rows["ml-1m/hstu"].startswith("hstu on ml-1m")
+    code, stdout, _ = run_cli(capsys, "config", "ml-100k/hstu", "--set", "train.epochs=3", "--seed", "7",
+                              "--device", "cpu")  # fmt: skip
+    resolved = yaml.safe_load(stdout)
+    assert code == 0 and resolved["train"]["epochs"] == 3 and resolved["seed"] == 7
+    assert resolved["train"]["device"] == "cpu" and resolved["model"]["name"] == "hstu"
+    code, stdout, _ = run_cli(capsys, "config", "ml-100k/sasrec", "--json")
+    assert json.loads(stdout)["model"]["name"] == "sasrec"
+
+
+def test_data_info_shape_and_quiet(ml100k, capsys):
+    code, stdout, err = run_cli(capsys, "data", "info", ml100k.path, "--json", "--quiet")
+    info = json.loads(stdout)
+    assert code == 0 and info["mean_history"] == pytest.approx(100000 / 943, abs=0.01)
+    assert info["density"] == pytest.approx(100000 / (943 * 1682), rel=1e-3) and info["median_history"] == 65.0
+
+
+def test_a_run_directory_works_from_anywhere(data_dir, tmp_path, monkeypatch, capsys):
+    """eval and export find the run's dataset without GENREC_DATA_DIR, from another directory; a dataset
+    folder that is gone is prepared again from the raw source the run recorded."""
+    monkeypatch.setenv("GENREC_DATA_DIR", str(data_dir))
+    run = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", "ml-100k/sasrec", "--set", "train.epochs=1", "--set", "model.dim=8",
+                              "--out", run, "--json", "--seed", "3")  # fmt: skip
+    assert code == 0
+    trained = json.loads(stdout)["test"]["ndcg@10"]
+    recorded = json.loads((run / "dataset.json").read_text())
+    assert json.loads((run / "config.json").read_text())["seed"] == 3 and recorded["raw_path"].endswith("ml-100k")
+    monkeypatch.delenv("GENREC_DATA_DIR")
+    monkeypatch.chdir(tmp_path.parent)
+    code, stdout, _ = run_cli(capsys, "eval", run, "--json")
+    assert code == 0 and json.loads(stdout)["ndcg@10"] == pytest.approx(trained, abs=1e-9)
+    import shutil
+
+    shutil.rmtree(recorded["path"])  # the prepared dataset is gone: prepared again from the recorded raw files
+    code, stdout, _ = run_cli(capsys, "export", run, "--json")
+    assert code == 0 and json.loads(stdout)["num_items"] == 1682
+
+
+def test_json_output_into_a_closed_pipe_is_not_an_error(tmp_path):
+    script = "import sys; sys.argv = ['genrec', 'recipes']; from genrec.cli import main; raise SystemExit(main())"
+    # `true` exits without reading, so the listing is written into a pipe nobody reads any more
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -c \"{script}\" | true"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

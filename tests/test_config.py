@@ -20,6 +20,16 @@ def test_there_are_shipped_configs():
     assert len(CONFIGS) >= 2
 
 
+def test_every_recipe_loads_by_its_name():
+    """Recipe names hold dots ("office/llm-qwen2.5-1.5b-sft"): none may be taken for a file suffix."""
+    from genrec.config import recipe_names
+
+    names = recipe_names()
+    assert "office/llm-qwen2.5-1.5b-sft" in names and len(names) == len(CONFIGS)
+    for name in names:
+        assert load_config(name).name
+
+
 def test_overrides_parse_yaml_values_and_round_trip():
     config = load_config(None, ["eval.ks=[5, 20]", "data.min_rating=4", "data.options={user_col: uid}", "split.seed=3"])
     assert config.eval.ks == [5, 20] and config.data.min_rating == 4.0 and config.data.options == {"user_col": "uid"}

@@ -194,6 +194,13 @@ class Dataset:
     def summary(self) -> dict[str, Any]:
         """The manifest's counts and provenance, for `genrec data info`."""
         m = self.manifest
-        keys = ("source", "num_users", "num_items", "num_interactions", "has_rating", "has_timestamps", "filters",
-                "filter_report", "catalogue", "predefined_split", "text_fields", "preprocessing", "raw_path")  # fmt: skip
-        return {"path": str(self.path), **{k: m.get(k) for k in keys}}
+        counts = ("source", "num_users", "num_items", "num_interactions")
+        rest = ("has_rating", "has_timestamps", "filters", "filter_report", "catalogue", "predefined_split", "text_fields",
+                "preprocessing", "raw_path")  # fmt: skip
+        users, items, events = self.num_users, self.num_items, self.num_interactions
+        shape = {
+            "mean_history": round(events / users, 2) if users else 0.0,  # events per user
+            "median_history": float(np.median(self.sequences.lengths[1:])) if users else 0.0,
+            "density": float(f"{events / (users * items):.3g}") if users and items else 0.0,  # 1 - sparsity
+        }
+        return {"path": str(self.path), **{k: m.get(k) for k in counts}, **shape, **{k: m.get(k) for k in rest}}

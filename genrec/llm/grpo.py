@@ -50,6 +50,7 @@ from genrec.eval.evaluator import EvalBatch, Scorer, evaluate
 from genrec.io import check_output_not_input
 from genrec.models.sid_llm import SIDLLM
 from genrec.runs import RunDir
+from genrec.threads import adapt_threads
 from genrec.train.plots import plot_run
 
 log = logging.getLogger("genrec.llm")
@@ -211,10 +212,11 @@ def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: 
 def _run_grpo(config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool, resume: bool,
               stop_after_step: int | None) -> dict[str, Any] | None:  # fmt: skip
     """The body of `train_grpo`, in a run directory locked for it."""
-    from genrec.runner import build_model, dataset_for, scorer_for, split_for
+    from genrec.runner import build_model, dataset_of_run, record_dataset, scorer_for, split_for
 
     out = run_dir.path
-    dataset = dataset_for(config.data)
+    dataset = dataset_of_run(RunDir.open(sft_run), config)  # RL reads the SFT run's data
+    record_dataset(run_dir, dataset)
     split = split_for(dataset, config)
     model = build_model(dataset, config, progress)
     assert isinstance(model, SIDLLM)
@@ -256,6 +258,7 @@ def _run_grpo(config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool,
         save_checkpoint(run_dir.path / BEST_CHECKPOINT, {"model": model.state_dict(), "step": 0})
     bar = tqdm(range(first, steps + 1), desc="grpo", unit="step", disable=not progress, initial=first - 1, total=steps)
     for step in bar:
+        adapt_threads()
         rows = torch.randint(len(everything.targets), (t.batch_size,), generator=generator)
         batch = NextItemExamples(*(getattr(everything, f)[rows] for f in ("users", "history", "lengths", "targets")))
         started = time.perf_counter()

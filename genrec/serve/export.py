@@ -49,7 +49,7 @@ def read_bin(path: Path, dtype: np.dtype) -> np.ndarray:
 
 def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """Write the best checkpoint's item embeddings of `run_dir` (see the module docstring); returns the folder."""
-    from genrec.runner import build_model, dataset_for
+    from genrec.runner import build_model, dataset_of_run
 
     run = RunDir.open(run_dir)
     config = run.config()
@@ -63,7 +63,7 @@ def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, o
                           f"export; its item representation is the SID file (model.sid_file or the dataset's SIDs)")  # fmt: skip
     if not checkpoint.is_file():
         raise ConfigError(f"{run.path} has no {BEST_CHECKPOINT}: train the run first (genrec train)")
-    dataset = dataset_for(config.data, download=False)
+    dataset = dataset_of_run(run, config, download=False)
     out = Path(out) if out is not None else run.path / "export"
     check_output_not_input(out, {**{f"run's {name}": run.path / name for name in RUN_FILES}, "dataset": dataset.path})
     model = build_model(dataset, config)

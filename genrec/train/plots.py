@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 log = logging.getLogger("genrec.train")
+_warned: list[bool] = []  # the missing-matplotlib warning is said once per process
 
 
 def plot_run(run_dir: Path, metric: str = "ndcg@10", out_name: str = "curves.png", x: str = "epoch",
@@ -19,7 +20,9 @@ def plot_run(run_dir: Path, metric: str = "ndcg@10", out_name: str = "curves.png
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.debug("matplotlib is not installed (pip install 'genrec[plot]'): no curves.png")
+        if not _warned:
+            log.warning("matplotlib is not installed, so runs get no %s: pip install 'genrec[plot]'", out_name)
+            _warned.append(True)
         return None
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
@@ -34,6 +37,10 @@ def plot_run(run_dir: Path, metric: str = "ndcg@10", out_name: str = "curves.png
         axis.set(title=f"training {key}", xlabel=x)
     axes[-1].plot([r[x] for r in valid], [r[metric] for r in valid], marker=".", color="tab:green")
     axes[-1].set(title=f"validation {metric}", xlabel=x)
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in axes:  # epochs and steps are whole numbers
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     out = Path(run_dir) / out_name
     tmp = out.with_suffix(".tmp.png")

@@ -40,6 +40,7 @@ from genrec.errors import CheckpointError, DataError, GenrecError
 from genrec.eval.evaluator import evaluate
 from genrec.models.base import GenerativeRecommender, Recommender, SequentialRecommender
 from genrec.runs import RunDir
+from genrec.threads import adapt_threads
 from genrec.train.distributed import DistContext
 from genrec.train.losses import (
     FullSoftmaxLoss,
@@ -50,6 +51,17 @@ from genrec.train.losses import (
 )
 
 log = logging.getLogger("genrec.train")
+
+
+PLOT_EVERY_SECONDS = 10.0  # curves.png is redrawn at most this often while training (and at the end)
+
+
+def format_seconds(seconds: float) -> str:
+    """1h02m, 3m05s or 42s."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 class TrainingError(GenrecError):
@@ -212,6 +224,7 @@ class Trainer:
         for batch in bar:
             if self.out_of_steps:
                 break
+            adapt_threads()  # fewer threads while other processes use the cores (when genrec chose the count)
             batch = batch.to(self.device)
             # normalise by the global number of targets so that N processes (and any micro-batching)
             # take the same step as one process with the whole batch
@@ -307,11 +320,12 @@ class Trainer:
         """
         t = self.train_config
         metric = t.metric
+        started, first_epoch, last_plot = time.perf_counter(), self.state.epoch, -math.inf
         while self.state.epoch < t.epochs and not self.state.stopped_early and not self.out_of_steps:
             epoch = self.state.epoch + 1
             stats = self.train_epoch(epoch)
             self._log({"split": "train", "epoch": epoch, "step": self.state.step, **stats})
-            message = f"epoch {epoch}: loss {stats['loss']:.4f} ({stats['sequences_per_s']:.0f} seq/s)"
+            message = f"epoch {epoch}/{self.planned_epochs}: loss {stats['loss']:.4f} ({stats['sequences_per_s']:.0f} seq/s)"
             if self.out_of_steps:
                 message += f" (train.max_steps={t.max_steps} reached)"
             if epoch % t.eval_every == 0 or epoch == t.epochs or self.out_of_steps:
@@ -323,7 +337,9 @@ class Trainer:
                     self.state.evals_without_improvement = 0
                     self.save(BEST_CHECKPOINT, {"model": self.model.state_dict(), "epoch": epoch})
                     self.best_valid = valid
+                    message += " (best)"
                 else:
+                    message += f" (best {self.state.best_metric:.4f} at epoch {self.state.best_epoch})"
                     self.state.evals_without_improvement += 1
                     if t.patience is not None and self.state.evals_without_improvement >= t.patience:
                         self.state.stopped_early = True
@@ -331,14 +347,33 @@ class Trainer:
             self.state.epoch = epoch
             self.save(LAST_CHECKPOINT, self.checkpoint())
             if self.context.is_main:
-                log.info(message)
-                if self.run_dir is not None:
-                    from genrec.train.plots import plot_run
-
-                    plot_run(self.run_dir.path)
+                elapsed = time.perf_counter() - started
+                remaining = (self.planned_epochs - epoch) * elapsed / (epoch - first_epoch)
+                more = "" if self.state.stopped_early or self.out_of_steps or remaining == 0 else \
+                    f", at most {format_seconds(remaining)} to go"
+                log.info("%s [%s%s]", message, format_seconds(elapsed), more)
+                if self.run_dir is not None and time.perf_counter() - last_plot >= PLOT_EVERY_SECONDS:
+                    self._plot()
+                    last_plot = time.perf_counter()
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                self._plot()
                 return None
+        self._plot()
         return self.finish()
+
+    @property
+    def planned_epochs(self) -> int:
+        """The epochs `train.epochs` and `train.max_steps` allow (early stopping may end sooner)."""
+        t = self.train_config
+        if t.max_steps is None:
+            return t.epochs
+        return min(t.epochs, self.state.epoch + math.ceil((t.max_steps - self.state.step) / max(1, len(self.loader))))
+
+    def _plot(self) -> None:
+        if self.run_dir is not None and self.context.is_main:
+            from genrec.train.plots import plot_run
+
+            plot_run(self.run_dir.path)
 
     def finish(self) -> dict[str, Any]:
         """Load the best checkpoint (if any) and compute validation and test metrics once."""
