@@ -132,7 +132,9 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"  # auto = cuda when available
     loss: LossConfig = field(default_factory=LossConfig)
-    tensorboard: bool = False
+    tensorboard: bool = False  # the same as "tensorboard" in log_to
+    # experiment trackers that get a copy of the metrics (genrec.train.trackers): tensorboard, mlflow, wandb
+    log_to: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_every"):

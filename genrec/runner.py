@@ -182,6 +182,9 @@ def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: b
             if context.is_main:
                 run_dir.write_metrics({"model": config.model.name, "dataset": str(dataset.path),
                                        "protocol": split.protocol, **metrics})  # fmt: skip
+        # every process waits here before the group is destroyed: a process leaving while another still
+        # talks to gloo aborts it ("terminate called without an active exception")
+        context.barrier()
         return RunResult(run_dir.path, dataset, {k: v for k, v in metrics.items() if k in ("valid", "test")})
     finally:
         shutdown_distributed(context)

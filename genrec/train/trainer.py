@@ -49,6 +49,7 @@ from genrec.train.losses import (
     SharedPoolInfoNCE,
     UniformNegatives,
 )
+from genrec.train.trackers import Tracker, open_trackers
 
 log = logging.getLogger("genrec.train")
 
@@ -168,11 +169,9 @@ class Trainer:
         self.best_valid: dict[str, float] | None = None  # metrics of the best checkpoint, when computed in this process
         use_amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_amp else None
-        self.writer = None
-        if t.tensorboard and context.is_main and run_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-
-            self.writer = SummaryWriter(str(run_dir.path / "tensorboard"))
+        self.trackers: list[Tracker] = []
+        if context.is_main and run_dir is not None:
+            self.trackers = open_trackers(t.log_to + (["tensorboard"] if t.tensorboard else []), run_dir.path, config)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
@@ -307,10 +306,8 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if self.run_dir is not None and self.context.is_main:
             self.run_dir.log_metrics(record)
-            if self.writer is not None:
-                for key, value in record.items():
-                    if isinstance(value, (int, float)) and key not in ("epoch", "step"):
-                        self.writer.add_scalar(f"{record['split']}/{key}", value, record["epoch"])
+            for tracker in self.trackers:
+                tracker.log(record)
 
     def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any] | None:
         """Train until `train.epochs` or early stopping, then test the best checkpoint once.
@@ -318,6 +315,14 @@ class Trainer:
         stop_after_epoch: return None after that epoch (as if the run were interrupted); the run
         directory can then be resumed.
         """
+        try:
+            return self._fit(stop_after_epoch)
+        finally:
+            for tracker in self.trackers:  # an interrupted or failed run ends its tracker runs too
+                tracker.close()
+            self.trackers = []
+
+    def _fit(self, stop_after_epoch: int | None) -> dict[str, Any] | None:
         t = self.train_config
         metric = t.metric
         started, first_epoch, last_plot = time.perf_counter(), self.state.epoch, -math.inf
@@ -387,7 +392,5 @@ class Trainer:
         results = {"valid": known_valid or self.evaluate("valid"), "test": self.evaluate("test")}
         for which, metrics in results.items():
             self._log({"split": which, "epoch": self.state.best_epoch, "final": True, **metrics})
-        if self.writer is not None:
-            self.writer.close()
         return {**results, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
                 "stopped_early": self.state.stopped_early}  # fmt: skip
