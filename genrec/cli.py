@@ -183,13 +183,71 @@ def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
 def _export(args: argparse.Namespace) -> int:
     from genrec.serve.export import export_item_embeddings
 
-    out = export_item_embeddings(args.run_dir, args.out, overwrite=args.overwrite)
+    out = export_item_embeddings(args.run_dir, args.out, overwrite=args.overwrite, index=args.index)
     summary = json.loads((out / "export.json").read_text())
     if args.json:
         print(json.dumps({"out": str(out), **summary}))
     else:
         print(f"{summary['num_items']:,} item embeddings of dimension {summary['dim']} -> {out}")
         print("files: " + ", ".join(summary["files"]))
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from genrec.io import check_output_not_input
+    from genrec.runs import RUN_FILES
+    from genrec.serve.batch import recommend_to_parquet
+    from genrec.serve.recommender import Recommender
+
+    if args.users is not None and args.histories is not None:
+        raise GenrecError("give either --users or --histories, not both")
+    run = Path(args.run_dir)
+    inputs = {f"run's {name}": run / name for name in RUN_FILES}
+    inputs.update({"--histories file": args.histories, "--index": args.index,
+                   "--users file": None if args.users in (None, "all") else args.users})  # fmt: skip
+    check_output_not_input(args.out, inputs)
+    recommender = Recommender.from_run(run, device=args.device, index=args.index, progress=_progress(args))
+    check_output_not_input(args.out, {"dataset": recommender.dataset.path})
+    summary = recommend_to_parquet(recommender, args.out, k=args.k, users=args.users or "all", histories=args.histories,
+                                   overwrite=args.overwrite, batch_size=args.batch_size, progress=_progress(args))  # fmt: skip
+    report = {"out": str(summary.out), "requests": summary.requests, "rows": summary.rows,
+              "skipped_users": summary.skipped_users, "fallback": summary.fallback}  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
+    else:
+        what = "requests" if args.histories else "users"
+        print(f"top {args.k} of {summary.requests:,} {what} -> {summary.out} ({summary.rows:,} rows)")
+        if summary.skipped_users or summary.fallback:
+            print(f"{summary.skipped_users:,} unknown users skipped; {summary.fallback:,} answered with the popularity "
+                  f"list (no known history item)")  # fmt: skip
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from genrec.optional import require
+    from genrec.serve.recommender import Recommender
+
+    require("fastapi")
+    require("uvicorn")
+    import uvicorn
+
+    from genrec.runs import RunDir
+    from genrec.serve.app import create_app
+
+    RunDir.open(args.run_dir).config()  # a wrong path fails now, with one line, not in the server's log
+    if args.index is not None:
+        from genrec.serve.index import ItemIndex
+
+        ItemIndex.load(args.index)  # the same: check before the port opens
+    load = lambda: Recommender.from_run(args.run_dir, device=args.device, index=args.index, progress=False)  # noqa: E731
+    if not args.load_in_background:
+        recommender = load()
+        load = lambda: recommender  # noqa: E731
+    app = create_app(load, max_history=args.max_history, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("genrec").warning("serving on %s: reachable from other machines", args.host)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
+                timeout_graceful_shutdown=10)  # fmt: skip
     return 0
 
 
@@ -375,8 +433,39 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("run_dir", metavar="RUN_DIR")
     exp.add_argument("--out", help="output folder (default RUN_DIR/export)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    exp.add_argument("--index", choices=["exact", "hnsw", "ivf"],
+                     help="also write a FAISS index of the embeddings (needs genrec[ann]): exact, hnsw (catalogues up to ~100k items), "
+                          "ivf (large catalogues); measurements in BENCHMARKS.md")  # fmt: skip
     exp.add_argument("--json", action="store_true", help="print the export summary as one JSON object")
     exp.set_defaults(func=_export)
+
+    rec = _command(commands, "recommend", help="write the top k of every user (or of request histories) to Parquet")
+    rec.add_argument("run_dir", metavar="RUN_DIR")
+    rec.add_argument("--users", metavar="all|FILE", help="all users of the dataset (default), or a file of raw user ids, one per line")
+    rec.add_argument("--histories", metavar="FILE",
+                     help="requests that are not dataset users: JSON lines or Parquet with a history column of raw item ids")  # fmt: skip
+    rec.add_argument("--k", type=int, default=100, help="items per user (default 100)")
+    rec.add_argument("--out", required=True, help="the Parquet file to write (columns user, rank, item, score)")
+    rec.add_argument("--index", metavar="DIR", help="search this ANN index (genrec export --index) instead of scoring every item")
+    rec.add_argument("--batch-size", type=int, help="users scored at a time (default: a 64 MiB score matrix)")
+    rec.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the run's train.device)")
+    rec.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    rec.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    rec.set_defaults(func=_recommend)
+
+    srv = _command(commands, "serve", help="serve a trained run over HTTP (needs genrec[serve]; docs at /docs)")
+    srv.add_argument("run_dir", metavar="RUN_DIR")
+    srv.add_argument("--index", metavar="DIR", help="an ANN index written by genrec export --index")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--device", help="cpu, cuda, ... (default: the run's train.device)")
+    srv.add_argument("--max-history", type=int, default=10_000, help="longest history a request may send (default 10000)")
+    srv.add_argument("--max-batch", type=int, default=64, help="concurrent requests scored together (default 64)")
+    srv.add_argument("--max-wait-ms", type=float, default=2.0,
+                     help="how long a request waits for others to share its batch (default 2 ms)")  # fmt: skip
+    srv.add_argument("--load-in-background", action="store_true",
+                     help="open the port at once and load the model after (/readyz says when it is ready)")  # fmt: skip
+    srv.set_defaults(func=_serve)
 
     sid = _command(commands, "sid", help="semantic IDs: item text -> embeddings -> residual codes")
     sid_commands = sid.add_subparsers(dest="sid_command", required=True)
@@ -417,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_TORCH_COMMANDS = ("train", "eval", "llm", "export", "sid", "quickstart")
+_TORCH_COMMANDS = ("train", "eval", "llm", "export", "sid", "quickstart", "recommend", "serve")
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 

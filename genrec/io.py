@@ -55,20 +55,34 @@ def default_mode(is_dir: bool) -> int:
     return (0o777 if is_dir else 0o666) & ~current_umask()
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_output_file(path: Path, overwrite: bool = True) -> Iterator[Path]:
+    """A temp path in `path`'s folder to write; renamed to `path` when the block succeeds, removed if it fails.
+
+    overwrite: False refuses an existing `path` (ConfigError naming --overwrite) before anything is written.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a file")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} exists (choose another --out or pass --overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        yield Path(tmp)
         os.chmod(tmp, default_mode(is_dir=False))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file in the same folder and a rename."""
+    with atomic_output_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -16,6 +16,8 @@ EXTRAS = {
     "trl": "rl",
     "faiss": "ann",
     "matplotlib": "plot",
+    "fastapi": "serve",
+    "uvicorn": "serve",
 }
 
 

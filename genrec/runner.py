@@ -48,7 +48,9 @@ def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> R
                           f"time bias: set model.time_buckets=0 (position bias only)")  # fmt: skip
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
-    return NEURAL_MODELS[model_config.name].for_dataset(dataset, model_config, device, progress)
+    model = NEURAL_MODELS[model_config.name].for_dataset(dataset, model_config, device, progress)
+    # on train.device for every caller (the trainer, GRPO, eval, serving): not every for_dataset places it
+    return model.to(device)
 
 
 def _load_trained(dataset: Dataset, split: Split, config: RunConfig, run_dir: Path | None = None) -> Scorer:

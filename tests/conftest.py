@@ -2,7 +2,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,18 +35,6 @@ def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
 
 
 # ---- tiny random-weight language models, written to disk as local checkpoints -----------------------
-def _tokenizer(texts: list[str], pad: bool):
-    import transformers
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    specials = ["[UNK]", "</s>"] + (["[PAD]"] if pad else [])
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2000, special_tokens=specials))
-    kwargs = {"pad_token": "[PAD]"} if pad else {}
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>", **kwargs)
-
-
 @pytest.fixture(scope="session")
 def item_texts(ml100k):
     from genrec.items.text import TextTemplate, render_item_texts
@@ -56,15 +43,11 @@ def item_texts(ml100k):
 
 
 def _write_tiny_model(folder, texts: list[str], pad: bool, model_class: str, config_class: str, **sizes):
-    """A random-weight model of `model_class` (a transformers class name) and a word-level tokenizer
-    trained on `texts`, saved together as a local checkpoint folder."""
-    transformers = pytest.importorskip("transformers")
-    tokenizer = _tokenizer(texts, pad=pad)
-    config = getattr(transformers, config_class)(vocab_size=len(tokenizer), **sizes)
-    torch.manual_seed(0)
-    getattr(transformers, model_class)(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    """`genrec.testing.write_tiny_model`, skipping the test where transformers is not installed."""
+    pytest.importorskip("transformers")
+    from genrec.testing import write_tiny_model
+
+    return write_tiny_model(folder, texts, pad, model_class, config_class, **sizes)
 
 
 @pytest.fixture(scope="session")

@@ -54,6 +54,8 @@ def padded_histories(
     columns = np.arange(width)
     valid = columns[None, :] < lengths[:, None]  # [B, L]
     positions = np.where(valid, starts[:, None] + columns[None, :], 0)
+    if not len(sequences.items):  # every range is empty
+        return np.zeros(positions.shape, dtype=np.int64), np.zeros(positions.shape, dtype=np.int64), lengths
     items = np.where(valid, sequences.items[positions], 0)
     timestamps = np.where(valid, sequences.timestamps[positions], 0)
     return items, timestamps, lengths

@@ -179,6 +179,11 @@ class SequentialScorer:
 
     @torch.no_grad()
     def __call__(self, batch: EvalBatch) -> torch.Tensor:
+        return self.user_vectors(batch).float() @ self.item_table.float().T  # [B, N+1]
+
+    @torch.no_grad()
+    def user_vectors(self, batch: EvalBatch) -> torch.Tensor:
+        """[B, D] each case's user vector (its scores are these times the item table)."""
         device = self.item_table.device
         items, times, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
                                        batch.lengths.to(device), self.model.max_len)  # fmt: skip
@@ -190,8 +195,7 @@ class SequentialScorer:
             width = int(lengths[rows].max())  # drop the padding columns this chunk does not use
             users.append(self.model.last_user_vectors(items[rows, :width], times[rows, :width], lengths[rows],
                                                       query_times[rows]))  # fmt: skip
-        users = torch.cat(users)  # [B, D]
-        return users.float() @ self.item_table.float().T  # [B, N+1]
+        return torch.cat(users)  # [B, D]
 
 
 class GeneratedRankingScorer:

@@ -7,6 +7,7 @@ Files written to the export folder (default `RUN_DIR/export`):
     embedding.fbin       the same matrix in the ANN-tool layout: int32 N, int32 D, then N*D float32
     id.u64bin            the item indices 1..N: int32 N, int32 1, then N uint64 (row r -> id r + 1)
     export.json          what was exported: model, dimension, whether vectors are L2-normalised, files
+    index.faiss, index.json  with `index=`: a FAISS inner-product index of the rows (`genrec.serve.index`)
 
 Scores are inner products of these vectors with the model's user vectors (cosine similarities for
 models with L2-normalised outputs, e.g. HSTU), the same scores the evaluator ranks.
@@ -24,6 +25,7 @@ from genrec.checkpoints import BEST_CHECKPOINT, load_weights
 from genrec.errors import ConfigError
 from genrec.io import atomic_output_dir, check_output_not_input
 from genrec.runs import RUN_FILES, RunDir
+from genrec.serve.index import INDEX_FILE, INDEX_META, IndexParams, ItemIndex, require_faiss
 
 EMBEDDINGS = "item_embeddings.npy"
 IDS = "item_ids.json"
@@ -47,8 +49,14 @@ def read_bin(path: Path, dtype: np.dtype) -> np.ndarray:
         return np.fromfile(f, dtype=dtype, count=int(rows) * int(cols)).reshape(int(rows), int(cols))
 
 
-def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
-    """Write the best checkpoint's item embeddings of `run_dir` (see the module docstring); returns the folder."""
+def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,
+                           index: str | None = None, index_params: IndexParams | None = None) -> Path:  # fmt: skip
+    """Write the best checkpoint's item embeddings of `run_dir` (see the module docstring); returns the folder.
+
+    index: also build a FAISS index of them: exact | hnsw | ivf (see `genrec.serve.index`).
+    """
+    if index is not None:
+        require_faiss()  # before any work: the extra may be missing
     from genrec.runner import build_model, dataset_of_run
 
     run = RunDir.open(run_dir)
@@ -86,5 +94,8 @@ def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, o
             "score": "inner product",
             "files": [EMBEDDINGS, IDS, FBIN, U64BIN],
         }
+        if index is not None:
+            ItemIndex.build(vectors, index, index_params).save(tmp)
+            summary.update(index=index, files=[*summary["files"], INDEX_FILE, INDEX_META])
         (tmp / "export.json").write_text(json.dumps(summary, indent=2))
     return out
