@@ -31,7 +31,9 @@ def run_vectors(run_dir: str, queries: int) -> tuple[np.ndarray, np.ndarray]:
     return items, rec.scorer.user_vectors(batch).float().numpy()
 
 
-def synthetic_vectors(n: int, queries: int, dim: int = 50, clusters: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_vectors(
+    n: int, queries: int, dim: int = 50, clusters: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors around `clusters` random centres (catalogues have structure; uniform noise has none)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
@@ -62,8 +64,10 @@ def main() -> None:
     args = parser.parse_args()
     items, users = run_vectors(args.run, args.queries) if args.run else synthetic_vectors(args.synthetic, args.queries)
     label = args.run or f"synthetic {len(items):,} items"
-    print(f"{label}: {len(items):,} items, dim {items.shape[1]}, {len(users)} queries, faiss {faiss.__version__}, "
-          f"{faiss.omp_get_max_threads()} threads")  # fmt: skip
+    print(
+        f"{label}: {len(items):,} items, dim {items.shape[1]}, {len(users)} queries, faiss {faiss.__version__}, "
+        f"{faiss.omp_get_max_threads()} threads"
+    )
     variants = [
         ("exact", IndexParams()),
         ("hnsw", IndexParams()),
@@ -75,7 +79,9 @@ def main() -> None:
         ("ivf", IndexParams(ivf_nprobe=64)),
     ]
     truth10 = truth100 = None
-    print("| index | parameters | build s | memory MiB | recall@10 | recall@100 | queries/s (1 per call) | queries/s (64 per call) |")
+    print(
+        "| index | parameters | build s | memory MiB | recall@10 | recall@100 | queries/s (1 per call) | queries/s (64 per call) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     built: dict[tuple, ItemIndex] = {}
     for kind, params in variants:
@@ -94,11 +100,17 @@ def main() -> None:
             truth100 = found100
             truth10 = found100[:, :10]
         memory = len(faiss.serialize_index(index.index)) / 2**20
-        detail = {"exact": "-", "hnsw": f"M {params.hnsw_m}, efC {params.hnsw_ef_construction}, efSearch {params.hnsw_ef_search}",
-                  "ivf": f"nlist {params.nlist(len(items))}, nprobe {params.ivf_nprobe}"}[kind]  # fmt: skip
-        print(f"| {kind} | {detail} | {build:.1f} | {memory:.0f} | {recall(found100[:, :10], truth10):.3f} | "
-              f"{recall(found100, truth100):.3f} | {queries_per_second(index, users, 1):,.0f} | "
-              f"{queries_per_second(index, users, 64):,.0f} |", flush=True)  # fmt: skip
+        detail = {
+            "exact": "-",
+            "hnsw": f"M {params.hnsw_m}, efC {params.hnsw_ef_construction}, efSearch {params.hnsw_ef_search}",
+            "ivf": f"nlist {params.nlist(len(items))}, nprobe {params.ivf_nprobe}",
+        }[kind]
+        print(
+            f"| {kind} | {detail} | {build:.1f} | {memory:.0f} | {recall(found100[:, :10], truth10):.3f} | "
+            f"{recall(found100, truth100):.3f} | {queries_per_second(index, users, 1):,.0f} | "
+            f"{queries_per_second(index, users, 64):,.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

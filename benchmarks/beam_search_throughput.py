@@ -41,11 +41,28 @@ def main() -> None:
             model.config.num_beams, model.config.eval_users_per_pass = beams, per_pass
             scorer = model.scorer()
             started = time.perf_counter()
-            metrics = evaluate(scorer, split.sequences, cases, dataset.num_items, ks=[min(10, beams)], batch_size=256,
-                               max_history=model.max_len, device=args.device, progress=False)  # fmt: skip
+            metrics = evaluate(
+                scorer,
+                split.sequences,
+                cases,
+                dataset.num_items,
+                ks=[min(10, beams)],
+                batch_size=256,
+                max_history=model.max_len,
+                device=args.device,
+                progress=False,
+            )
             seconds = time.perf_counter() - started
-            rows.append({"beams": beams, "users_per_pass": per_pass, "users": len(cases), "seconds": seconds,
-                         "users_per_s": len(cases) / seconds, f"hr@{min(10, beams)}": metrics[f"hr@{min(10, beams)}"]})  # fmt: skip
+            rows.append(
+                {
+                    "beams": beams,
+                    "users_per_pass": per_pass,
+                    "users": len(cases),
+                    "seconds": seconds,
+                    "users_per_s": len(cases) / seconds,
+                    f"hr@{min(10, beams)}": metrics[f"hr@{min(10, beams)}"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
 
 

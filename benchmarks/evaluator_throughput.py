@@ -60,8 +60,9 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def synthetic_sequences(num_users: int, num_items: int, min_len: int, max_len: int, median_len: float,
-                        sigma: float, seed: int):  # fmt: skip
+def synthetic_sequences(
+    num_users: int, num_items: int, min_len: int, max_len: int, median_len: float, sigma: float, seed: int
+):
     from genrec.data.dataset import Sequences
 
     rng = np.random.default_rng(seed)
@@ -138,8 +139,9 @@ def worker(cfg: dict) -> dict:
     rss_start = _rss_mb()
     setup_started = time.perf_counter()
     n_items, n_users = cfg["items"], cfg["users"]
-    sequences, lengths = synthetic_sequences(n_users, n_items, cfg["min_len"], cfg["max_len"], cfg["median_len"],
-                                             cfg["sigma"], cfg["seed"])  # fmt: skip
+    sequences, lengths = synthetic_sequences(
+        n_users, n_items, cfg["min_len"], cfg["max_len"], cfg["median_len"], cfg["sigma"], cfg["seed"]
+    )
     split = leave_one_out(sequences)
     cases = split.test
     if cfg["scorer"] == "popularity":
@@ -158,8 +160,13 @@ def worker(cfg: dict) -> dict:
         return time.perf_counter() - started, metrics
 
     warm = min(len(cases), 2 * batch_size)
-    head = EvalCases(cases.users[:warm], cases.targets[:warm], cases.history_start[:warm], cases.history_end[:warm],
-                     cases.target_timestamps[:warm])  # fmt: skip
+    head = EvalCases(
+        cases.users[:warm],
+        cases.targets[:warm],
+        cases.history_start[:warm],
+        cases.history_end[:warm],
+        cases.target_timestamps[:warm],
+    )
     run(head)
     reference_before = reference_ms()
     seconds, scorer_seconds = [], []
@@ -213,10 +220,15 @@ def _ints(text: str) -> list[int]:
 def genrec_revision() -> str:
     """The checkout's commit (short), "+dirty" when genrec/ has uncommitted changes; else a REVISION file."""
     try:
-        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--", "genrec"],
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--", "genrec"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):  # not a git checkout, e.g. a `git archive` copy
         marker = REPO_ROOT / "REVISION"
@@ -233,19 +245,24 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=_HelpFormatter)  # fmt: skip
-    parser.add_argument("--items", type=_ints, default=[3706, 100_000],
-                        help="comma-separated catalogue sizes (number of items N)")  # fmt: skip
-    parser.add_argument("--users", type=_ints, default=[6040, 20_000],
-                        help="comma-separated number of users, one per catalogue size")  # fmt: skip
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_HelpFormatter)
+    parser.add_argument(
+        "--items", type=_ints, default=[3706, 100_000], help="comma-separated catalogue sizes (number of items N)"
+    )
+    parser.add_argument(
+        "--users", type=_ints, default=[6040, 20_000], help="comma-separated number of users, one per catalogue size"
+    )
     parser.add_argument("--scorers", default="popularity,dot", help="comma-separated: popularity, dot")
     parser.add_argument("--dim", type=int, default=64, help="embedding size of the dot scorer")
     parser.add_argument(
         "--repeats", type=int, default=3, help="at least this many timed evaluate() calls per configuration"
     )
-    parser.add_argument("--min-seconds", type=float, default=3.0,
-                        help="repeat the timed calls until they add up to at least this long (small catalogues)")  # fmt: skip
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=3.0,
+        help="repeat the timed calls until they add up to at least this long (small catalogues)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default: evaluate's auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     parser.add_argument("--min-len", type=int, default=20, help="shortest user sequence")
@@ -253,8 +270,11 @@ def main() -> int:
     parser.add_argument("--median-len", type=float, default=120.0, help="median of the lognormal sequence length")
     parser.add_argument("--sigma", type=float, default=0.75, help="sigma of the lognormal sequence length")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--in-process", action="store_true",
-                        help="run every configuration in this process (peak RSS then is the maximum so far)")  # fmt: skip
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every configuration in this process (peak RSS then is the maximum so far)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -271,10 +291,21 @@ def main() -> int:
     results = []
     for n_items, n_users in zip(args.items, args.users):
         for scorer in scorers:
-            cfg = {"items": n_items, "users": n_users, "scorer": scorer, "dim": args.dim, "repeats": args.repeats,
-                   "min_seconds": args.min_seconds,
-                   "batch_size": args.batch_size, "threads": args.threads, "min_len": args.min_len,
-                   "max_len": args.max_len, "median_len": args.median_len, "sigma": args.sigma, "seed": args.seed}  # fmt: skip
+            cfg = {
+                "items": n_items,
+                "users": n_users,
+                "scorer": scorer,
+                "dim": args.dim,
+                "repeats": args.repeats,
+                "min_seconds": args.min_seconds,
+                "batch_size": args.batch_size,
+                "threads": args.threads,
+                "min_len": args.min_len,
+                "max_len": args.max_len,
+                "median_len": args.median_len,
+                "sigma": args.sigma,
+                "seed": args.seed,
+            }
             print(f"running: {n_items:,} items, {n_users:,} users, {scorer} ...", file=sys.stderr, flush=True)
             r = worker(cfg) if args.in_process else run_child(cfg)
             print(f"  {r['users_per_s_median']:,.0f} users/s", file=sys.stderr, flush=True)
@@ -285,22 +316,38 @@ def main() -> int:
     print(
         f"\ngenrec.eval.evaluate: full ranking, history masking on, leave-one-out test cases [genrec {genrec_revision()}]"
     )
-    header = f"{'items':>8} {'users':>7} {'scorer':<10} {'batch':>5} {'users/s (median)':>16} {'best':>8} " \
-             f"{'s/run':>6} {'in scorer':>9} {'RSS data':>9} {'peak RSS':>9} {'ref ms':>11}"  # fmt: skip
+    header = (
+        f"{'items':>8} {'users':>7} {'scorer':<10} {'batch':>5} {'users/s (median)':>16} {'best':>8} "
+        f"{'s/run':>6} {'in scorer':>9} {'RSS data':>9} {'peak RSS':>9} {'ref ms':>11}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r['items']:>8,} {r['cases']:>7,} {r['scorer']:<10} {r['batch_size']:>5} "
-              f"{r['users_per_s_median']:>16,.0f} {r['users_per_s_best']:>8,.0f} {statistics.median(r['seconds']):>6.2f} "
-              f"{r['scorer_share']:>9.0%} {r['rss_after_setup_mb']:>6,.0f} MB {r['peak_rss_mb']:>6,.0f} MB "
-              f"{r['reference_ms_before']:>5.0f}/{r['reference_ms_after']:<5.0f}")  # fmt: skip
+        print(
+            f"{r['items']:>8,} {r['cases']:>7,} {r['scorer']:<10} {r['batch_size']:>5} "
+            f"{r['users_per_s_median']:>16,.0f} {r['users_per_s_best']:>8,.0f} {statistics.median(r['seconds']):>6.2f} "
+            f"{r['scorer_share']:>9.0%} {r['rss_after_setup_mb']:>6,.0f} MB {r['peak_rss_mb']:>6,.0f} MB "
+            f"{r['reference_ms_before']:>5.0f}/{r['reference_ms_after']:<5.0f}"
+        )
     mean_hist = statistics.mean(r["mean_history_length"] for r in results)
     runs = ", ".join(str(len(r["seconds"])) for r in results)
-    print(f"(mean history length {mean_hist:.0f}; {results[0]['torch_threads']} torch threads; "
-          f"timed runs per row after one warm-up: {runs}; ref ms = a fixed reference workload before/after the "
-          f"timed runs, which rises when something else uses the CPU)")  # fmt: skip
-    print(json.dumps({"benchmark": "evaluator_throughput", "python": platform.python_version(),
-                      "torch": torch.__version__, "cpu_count": os.cpu_count(), "genrec_revision": genrec_revision(), "results": results}))  # fmt: skip
+    print(
+        f"(mean history length {mean_hist:.0f}; {results[0]['torch_threads']} torch threads; "
+        f"timed runs per row after one warm-up: {runs}; ref ms = a fixed reference workload before/after the "
+        f"timed runs, which rises when something else uses the CPU)"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "evaluator_throughput",
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "cpu_count": os.cpu_count(),
+                "genrec_revision": genrec_revision(),
+                "results": results,
+            }
+        )
+    )
     return 0
 
 

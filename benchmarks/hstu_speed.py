@@ -46,30 +46,68 @@ def run_child(command: list[str], env: dict | None = None) -> tuple[float, float
 
 
 def genrec_row(label: str, config: str, epochs: int, out: Path, overrides: list[str]) -> dict:
-    command = [sys.executable, "-m", "genrec", "train", config, "--out", str(out), "--overwrite", "--json",
-               "--set", f"train.epochs={epochs}", "--set", "train.patience=null", "--set", "train.device=cpu",
-               *(x for o in overrides for x in ("--set", o))]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "genrec",
+        "train",
+        config,
+        "--out",
+        str(out),
+        "--overwrite",
+        "--json",
+        "--set",
+        f"train.epochs={epochs}",
+        "--set",
+        "train.patience=null",
+        "--set",
+        "train.device=cpu",
+        *(x for o in overrides for x in ("--set", o)),
+    ]
     load = os.getloadavg()[0]
     wall, rss = run_child(command)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
     valid = [r for r in records if r["split"] == "valid" and not r.get("final")]
-    return {"row": label, "load_before": load, "wall_s": wall, "peak_rss_gb": rss,
-            "epoch_s": [r["seconds"] for r in train], "sequences_per_s": [r["sequences_per_s"] for r in train],
-            "eval_s": [r["seconds"] for r in valid]}  # fmt: skip
+    return {
+        "row": label,
+        "load_before": load,
+        "wall_s": wall,
+        "peak_rss_gb": rss,
+        "epoch_s": [r["seconds"] for r in train],
+        "sequences_per_s": [r["sequences_per_s"] for r in train],
+        "eval_s": [r["seconds"] for r in valid],
+    }
 
 
 def rechub_row(python: str, folder: Path, epochs: int, batch_size: int) -> dict:
-    command = [python, "benchmarks/external/rechub_hstu.py", str(folder), "--max-epochs", str(epochs),
-               "--patience", "1000", "--max-minutes", "1000", "--batch-size", str(batch_size),
-               "--log", "speed.json"]  # fmt: skip
+    command = [
+        python,
+        "benchmarks/external/rechub_hstu.py",
+        str(folder),
+        "--max-epochs",
+        str(epochs),
+        "--patience",
+        "1000",
+        "--max-minutes",
+        "1000",
+        "--batch-size",
+        str(batch_size),
+        "--log",
+        "speed.json",
+    ]
     load = os.getloadavg()[0]
     wall, rss = run_child(command)
     log = json.loads((folder / "speed.json").read_text())
-    return {"row": "torch-rechub 0.9.0", "load_before": load, "wall_s": wall, "peak_rss_gb": rss,
-            "epoch_s": [e["train_seconds"] for e in log["epochs"]],
-            "sequences_per_s": [e["sequences_per_s"] for e in log["epochs"]],
-            "eval_s": [e["valid_eval_seconds"] for e in log["epochs"]]}  # fmt: skip
+    return {
+        "row": "torch-rechub 0.9.0",
+        "load_before": load,
+        "wall_s": wall,
+        "peak_rss_gb": rss,
+        "epoch_s": [e["train_seconds"] for e in log["epochs"]],
+        "sequences_per_s": [e["sequences_per_s"] for e in log["epochs"]],
+        "eval_s": [e["valid_eval_seconds"] for e in log["epochs"]],
+    }
 
 
 def main() -> None:
@@ -87,26 +125,47 @@ def main() -> None:
 
     batch_size = load_config(args.config, args.set).train.batch_size
     folder = args.work / "exchange"
-    subprocess.run([sys.executable, "benchmarks/external/exchange.py", "export", args.config, "--out", str(folder),
-                    *(x for o in args.set for x in ("--set", o))], cwd=REPO_ROOT, check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/external/exchange.py",
+            "export",
+            args.config,
+            "--out",
+            str(folder),
+            *(x for o in args.set for x in ("--set", o)),
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     rows = [
         genrec_row("genrec (sampled, shipped)", args.config, args.epochs, args.work / "sampled", args.set),
-        genrec_row("genrec (full softmax)", args.config, args.epochs, args.work / "full",
-                   [*args.set, "train.loss.name=full"]),  # fmt: skip
-        genrec_row("genrec (no micro-batches)", args.config, args.epochs, args.work / "whole",
-                   [*args.set, f"train.micro_batch_size={batch_size}"]),  # fmt: skip
+        genrec_row(
+            "genrec (full softmax)", args.config, args.epochs, args.work / "full", [*args.set, "train.loss.name=full"]
+        ),
+        genrec_row(
+            "genrec (no micro-batches)",
+            args.config,
+            args.epochs,
+            args.work / "whole",
+            [*args.set, f"train.micro_batch_size={batch_size}"],
+        ),
     ]
     if not args.skip_rechub:
         rows.append(rechub_row(args.rechub_python, folder, args.epochs, batch_size))
-    print(f"{args.config} {' '.join(args.set)}, batch {batch_size}, {args.epochs} epochs per row, {os.cpu_count()} CPUs")
+    print(
+        f"{args.config} {' '.join(args.set)}, batch {batch_size}, {args.epochs} epochs per row, {os.cpu_count()} CPUs"
+    )
     print(f"{'':<28} {'s/epoch':>8} {'seq/s':>8} {'eval s':>7} {'peak RSS':>9} {'load':>5}")
     for r in rows:
         r["median_epoch_s"] = statistics.median(r["epoch_s"][1:] or r["epoch_s"])
         r["median_sequences_per_s"] = statistics.median(r["sequences_per_s"][1:] or r["sequences_per_s"])
         r["median_eval_s"] = statistics.median(r["eval_s"]) if r["eval_s"] else float("nan")
-        print(f"{r['row']:<28} {r['median_epoch_s']:>8.2f} {r['median_sequences_per_s']:>8.0f} "
-              f"{r['median_eval_s']:>7.2f} {r['peak_rss_gb']:>7.2f} GB {r['load_before']:>5.2f}")  # fmt: skip
+        print(
+            f"{r['row']:<28} {r['median_epoch_s']:>8.2f} {r['median_sequences_per_s']:>8.0f} "
+            f"{r['median_eval_s']:>7.2f} {r['peak_rss_gb']:>7.2f} GB {r['load_before']:>5.2f}"
+        )
     print(json.dumps({"benchmark": "hstu_speed", "config": args.config, "epochs": args.epochs, "rows": rows}))
 
 

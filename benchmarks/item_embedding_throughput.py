@@ -51,13 +51,25 @@ def main() -> None:
         started = time.perf_counter()
         out = embed_catalogue(encoder, tokens, tokenizer.pad_token_id, batch_size, sort_by_length=sort, progress=False)
         seconds = time.perf_counter() - started
-        results[name] = {"seconds": seconds, "items_per_s": args.items / seconds, "tokens_per_s": real_tokens / seconds,
-                         "embeddings": out}  # fmt: skip
+        results[name] = {
+            "seconds": seconds,
+            "items_per_s": args.items / seconds,
+            "tokens_per_s": real_tokens / seconds,
+            "embeddings": out,
+        }
     a, b = (r.pop("embeddings") for r in results.values())
     max_diff = float(np.abs(a - b).max())
     speedup = results["one at a time"]["seconds"] / results["length-sorted batches"]["seconds"]
-    report = {"model": args.model, "items": args.items, "tokens": real_tokens, "batch_size": args.batch_size,
-              "threads": torch.get_num_threads(), "max_abs_difference": max_diff, "speedup": speedup, **results}  # fmt: skip
+    report = {
+        "model": args.model,
+        "items": args.items,
+        "tokens": real_tokens,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "max_abs_difference": max_diff,
+        "speedup": speedup,
+        **results,
+    }
     print(json.dumps(report, indent=1))
 
 

@@ -25,13 +25,27 @@ import time
 from pathlib import Path
 
 
-def start(recipe: str, steps: int, out: Path, threads: int | None, env_extra: dict[str, str],
-          sets: list[str]) -> subprocess.Popen:  # fmt: skip
+def start(
+    recipe: str, steps: int, out: Path, threads: int | None, env_extra: dict[str, str], sets: list[str]
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     env.update(env_extra)
-    command = [sys.executable, "-m", "genrec", "train", recipe, "--set", f"train.max_steps={steps}",
-               "--set", "train.patience=null", *[a for s in sets for a in ("--set", s)], "--out", str(out), "--json",
-               "--quiet"] + (["--threads", str(threads)] if threads else [])  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "genrec",
+        "train",
+        recipe,
+        "--set",
+        f"train.max_steps={steps}",
+        "--set",
+        "train.patience=null",
+        *[a for s in sets for a in ("--set", s)],
+        "--out",
+        str(out),
+        "--json",
+        "--quiet",
+    ] + (["--threads", str(threads)] if threads else [])
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -41,8 +55,15 @@ def speed(run_dir: Path) -> float:
     return statistics.mean(r["sequences_per_s"] for r in records if r["split"] == "train")
 
 
-def measure(name: str, processes: int, threads: int | None, env_extra: dict[str, str], args: argparse.Namespace,
-            root: Path, stagger: float = 0.0) -> dict:  # fmt: skip
+def measure(
+    name: str,
+    processes: int,
+    threads: int | None,
+    env_extra: dict[str, str],
+    args: argparse.Namespace,
+    root: Path,
+    stagger: float = 0.0,
+) -> dict:
     """Start `processes` trainings, `stagger` seconds apart, and wait for all of them."""
     outs = [root / f"{name}-{i}" for i in range(processes)]
     started = time.perf_counter()
@@ -57,9 +78,15 @@ def measure(name: str, processes: int, threads: int | None, env_extra: dict[str,
             raise SystemExit(f"{name}: a training failed:\n{err}")
     wall = time.perf_counter() - started
     speeds = [speed(out) for out in outs]
-    row = {"setting": name, "processes": processes, "threads": threads or "default", "env": env_extra or "",
-           "seq_per_s_each": round(statistics.mean(speeds)), "seq_per_s_total": round(sum(speeds)),
-           "wall_s": round(wall, 1)}  # fmt: skip
+    row = {
+        "setting": name,
+        "processes": processes,
+        "threads": threads or "default",
+        "env": env_extra or "",
+        "seq_per_s_each": round(statistics.mean(speeds)),
+        "seq_per_s_total": round(sum(speeds)),
+        "wall_s": round(wall, 1),
+    }
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
@@ -90,8 +117,10 @@ def main() -> None:
     print("| setting | processes | threads each | training seq/s (each) | seq/s (all) | wall s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['setting']} | {r['processes']} | {r['threads']} | {r['seq_per_s_each']} | {r['seq_per_s_total']} "
-              f"| {r['wall_s']} |")
+        print(
+            f"| {r['setting']} | {r['processes']} | {r['threads']} | {r['seq_per_s_each']} | {r['seq_per_s_total']} "
+            f"| {r['wall_s']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,27 @@ ML20M_MAX_MOVIE_ID = 131_262
 MIN_PER_USER = 20
 T_FIRST = 789_652_009  # 1995-01-09, the first ML-20M timestamp
 T_LAST = 1_427_784_002  # 2015-03-31, the last one
-GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-          "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")  # fmt: skip
+GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 # approximate share of each half-star value in ML-20M
 RATING_VALUES = ("0.5", "1.0", "1.5", "2.0", "2.5", "3.0", "3.5", "4.0", "4.5", "5.0")
 RATING_PROBS = np.array([1.2, 3.4, 1.4, 7.2, 4.4, 21.4, 10.5, 27.7, 7.7, 14.5])
@@ -172,8 +191,9 @@ def generate(work_dir: Path, rows: int, users: int, items: int, seed: int, chunk
     write_movies(work_dir / "movies.csv", movie_ids, rng)
 
     labels = pa.array(RATING_VALUES, pa.string())
-    schema = pa.schema([("userId", pa.int32()), ("movieId", pa.int64()), ("rating", pa.string()),
-                        ("timestamp", pa.int64())])  # fmt: skip
+    schema = pa.schema(
+        [("userId", pa.int32()), ("movieId", pa.int64()), ("rating", pa.string()), ("timestamp", pa.int64())]
+    )
     options = pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=1 << 16)
     tmp = work_dir / "ratings.csv.tmp"
     ties = 0
@@ -218,8 +238,9 @@ def generate(work_dir: Path, rows: int, users: int, items: int, seed: int, chunk
     }
 
 
-def ensure_release(work_dir: Path, rows: int, users: int, items: int, seed: int, chunk_users: int,
-                   force: bool) -> tuple[dict, bool]:  # fmt: skip
+def ensure_release(
+    work_dir: Path, rows: int, users: int, items: int, seed: int, chunk_users: int, force: bool
+) -> tuple[dict, bool]:
     """(description, reused): reuse the folder when `<work_dir>.json` records the same parameters."""
     record = work_dir.parent / f"{work_dir.name}.json"
     wanted = {"generator_version": GENERATOR_VERSION, "rows": rows, "users": users, "items": items, "seed": seed}
@@ -293,8 +314,11 @@ def run_measured(cmd: list[str], stdout_path: Path, env: dict | None = None, sam
 def phases(result: dict) -> list[dict]:
     """Split the run at genrec's INFO lines: start-up, read, build + write + checksums, exit."""
     marks = [(0.0, "start-up (imports, argument parsing)")]
-    names = {"reading ": "read ratings.csv + movies.csv", "read ": "build canonical + write parquet + checksums",
-             "wrote ": "load dataset, print summary, exit"}  # fmt: skip
+    names = {
+        "reading ": "read ratings.csv + movies.csv",
+        "read ": "build canonical + write parquet + checksums",
+        "wrote ": "load dataset, print summary, exit",
+    }
     for t, line in result["stderr_lines"]:
         for prefix, name in names.items():
             if line.startswith(prefix):
@@ -332,10 +356,15 @@ def genrec_cmd(*args: str) -> list[str]:
 def genrec_revision() -> str:
     """The checkout's commit (short), "+dirty" when genrec/ has uncommitted changes; else a REVISION file."""
     try:
-        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--", "genrec"],
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--", "genrec"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):  # not a git checkout, e.g. a `git archive` copy
         marker = REPO_ROOT / "REVISION"
@@ -359,18 +388,33 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=_HelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_HelpFormatter)
     parser.add_argument("--rows", type=int, default=ML20M_ROWS, help="number of ratings to generate")
-    parser.add_argument("--users", type=int, default=None,
-                        help=f"number of users (default: {ML20M_USERS:,} scaled by rows/{ML20M_ROWS:,})")  # fmt: skip
-    parser.add_argument("--items", type=int, default=None,
-                        help=f"number of movies (default: {ML20M_ITEMS:,} scaled by sqrt(rows/{ML20M_ROWS:,}), at least 200)")  # fmt: skip
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        help=f"number of users (default: {ML20M_USERS:,} scaled by rows/{ML20M_ROWS:,})",
+    )
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        help=f"number of movies (default: {ML20M_ITEMS:,} scaled by sqrt(rows/{ML20M_ROWS:,}), at least 200)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the generator")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/genrec-bench/ml-20m-synthetic"),
-                        help="release folder to write (reused if <work-dir>.json records the same parameters)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("/tmp/genrec-bench/ml-20m-prepared"),
-                        help="output folder of `genrec data prepare` (replaced)")  # fmt: skip
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("/tmp/genrec-bench/ml-20m-synthetic"),
+        help="release folder to write (reused if <work-dir>.json records the same parameters)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("/tmp/genrec-bench/ml-20m-prepared"),
+        help="output folder of `genrec data prepare` (replaced)",
+    )
     parser.add_argument("--regenerate", action="store_true", help="write the release again even if it can be reused")
     parser.add_argument("--chunk-users", type=int, default=20_000, help="users generated and written per chunk")
     parser.add_argument("--repeats", type=int, default=1, help="how many times to run `genrec data prepare`")
@@ -408,8 +452,9 @@ def main() -> int:
         result["reference_ms"] = (reference_before, reference_ms())
         runs.append(result)
 
-    info_proc = subprocess.run(genrec_cmd("data", "info", str(args.out), "--json"), capture_output=True, text=True,
-                               env=child_env())  # fmt: skip
+    info_proc = subprocess.run(
+        genrec_cmd("data", "info", str(args.out), "--json"), capture_output=True, text=True, env=child_env()
+    )
     if info_proc.returncode != 0:
         print(info_proc.stderr, file=sys.stderr)
         return 1
@@ -446,15 +491,20 @@ def main() -> int:
     }
 
     rows = [
-        ("ratings.csv", f"{info['ratings_csv_bytes'] / 1e6:,.0f} MB, {args.rows:,} rows"
-                        f" ({'reused' if reused else 'generated in %.1fs' % gen_seconds})"),
+        (
+            "ratings.csv",
+            f"{info['ratings_csv_bytes'] / 1e6:,.0f} MB, {args.rows:,} rows"
+            f" ({'reused' if reused else 'generated in %.1fs' % gen_seconds})",
+        ),
         ("wall time", ", ".join(f"{w:.1f} s" for w in walls) + f"  (target < {args.target_seconds:.0f} s)"),
         ("peak RSS (child)", ", ".join(f"{p:.2f} GB" for p in peaks_gb) + f"  (target < {args.target_gb:.0f} GB)"),
         ("CPU time (user+sys)", ", ".join(f"{c:.1f} s" for c in record["cpu_s"])),
         ("reference ms before/after", ", ".join(f"{a}/{b}" for a, b in record["reference_ms_before_after"])),
-        ("users / items / interactions", f"{summary.get('num_users'):,} / {summary.get('num_items'):,} / "
-                                         f"{summary.get('num_interactions'):,}"),
-    ]  # fmt: skip
+        (
+            "users / items / interactions",
+            f"{summary.get('num_users'):,} / {summary.get('num_items'):,} / {summary.get('num_interactions'):,}",
+        ),
+    ]
     width = max(len(k) for k, _ in rows)
     print(f"\ngenrec data prepare ml-20m (synthetic)  --  {' '.join(cmd)}  [genrec {record['genrec_revision']}]")
     for key, value in rows:

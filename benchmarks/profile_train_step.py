@@ -51,8 +51,10 @@ def main() -> None:
             started = time.perf_counter()
             trainer.train_epoch(1)
             step_s = (time.perf_counter() - started) / args.steps
-    print(f"{config.name}: model {config.model.name}, batch {config.train.batch_size}, micro-batch "
-          f"{trainer.micro_batch_size or 'whole'}, {torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"{config.name}: model {config.model.name}, batch {config.train.batch_size}, micro-batch "
+        f"{trainer.micro_batch_size or 'whole'}, {torch.get_num_threads()} threads"
+    )
     print(f"collate {collate_s * 1000:.1f} ms/step, train step {step_s * 1000:.1f} ms/step (profiled)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 

@@ -67,16 +67,19 @@ def main() -> None:
         prepare_dataset("parquet", data, raw=work / "events.parquet", overwrite=True)
         print(f"prepared in {time.perf_counter() - started:.0f} s")
     dataset = Dataset.load(data)
-    config = load_config(None, [f"data.path={data}", "model.name=sasrec", "model.dim=64", "model.max_len=50",
-                                "train.device=cpu"])  # fmt: skip
+    config = load_config(
+        None, [f"data.path={data}", "model.name=sasrec", "model.dim=64", "model.max_len=50", "train.device=cpu"]
+    )
     run_dir = work / "run"
     if not (run_dir / BEST_CHECKPOINT).is_file():
         run = RunDir.create(run_dir, config, overwrite=True)
         record_dataset(run, dataset)
         save_checkpoint(run_dir / BEST_CHECKPOINT, {"model": build_model(dataset, config, progress=False).state_dict()})
     rec = Recommender.from_run(run_dir)
-    print(f"{dataset.num_users:,} users, {dataset.num_items:,} items, {dataset.num_interactions:,} events; "
-          f"{torch.get_num_threads()} torch threads; peak RSS after loading {peak_mib():.0f} MiB")  # fmt: skip
+    print(
+        f"{dataset.num_users:,} users, {dataset.num_items:,} items, {dataset.num_interactions:,} events; "
+        f"{torch.get_num_threads()} torch threads; peak RSS after loading {peak_mib():.0f} MiB"
+    )
     split = split_for(dataset, config)
     cases = split.cases("test")
     started = time.perf_counter()
@@ -86,11 +89,15 @@ def main() -> None:
     started = time.perf_counter()
     summary = recommend_to_parquet(rec, work / "recs.parquet", k=args.k, overwrite=True, progress=False)
     batch = summary.requests / (time.perf_counter() - started)
-    print("| users | items | model | evaluator users/s | peak RSS after | recommend users/s (top %d, Parquet) | "
-          "peak RSS after | rows written |" % args.k)
+    print(
+        "| users | items | model | evaluator users/s | peak RSS after | recommend users/s (top %d, Parquet) | "
+        "peak RSS after | rows written |" % args.k
+    )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {dataset.num_users:,} | {dataset.num_items:,} | SASRec dim 64, max_len 50 (random weights) | "
-          f"{evaluator:,.0f} | {after_eval:,.0f} MiB | {batch:,.0f} | {peak_mib():,.0f} MiB | {summary.rows:,} |")  # fmt: skip
+    print(
+        f"| {dataset.num_users:,} | {dataset.num_items:,} | SASRec dim 64, max_len 50 (random weights) | "
+        f"{evaluator:,.0f} | {after_eval:,.0f} MiB | {batch:,.0f} | {peak_mib():,.0f} MiB | {summary.rows:,} |"
+    )
 
 
 if __name__ == "__main__":

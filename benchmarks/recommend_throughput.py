@@ -38,10 +38,15 @@ def main() -> None:
         summary = recommend_to_parquet(rec, Path(tmp) / "recs.parquet", k=args.k, progress=False)
         batch = summary.requests / (time.perf_counter() - started)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("| run | model | items | users | evaluator users/s | recommend users/s (top %d, Parquet) | ratio | peak RSS MiB |" % args.k)
+    print(
+        "| run | model | items | users | evaluator users/s | recommend users/s (top %d, Parquet) | ratio | peak RSS MiB |"
+        % args.k
+    )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {Path(args.run_dir).name}{' + ' + Path(args.index).name if args.index else ''} | {rec.model_name} | "
-          f"{rec.num_items:,} | {summary.requests:,} | {evaluator:,.0f} | {batch:,.0f} | {evaluator / batch:.2f} | {peak:.0f} |")  # fmt: skip
+    print(
+        f"| {Path(args.run_dir).name}{' + ' + Path(args.index).name if args.index else ''} | {rec.model_name} | "
+        f"{rec.num_items:,} | {summary.requests:,} | {evaluator:,.0f} | {batch:,.0f} | {evaluator / batch:.2f} | {peak:.0f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,20 @@ def train(recipe: str, seed: int, sets: list[str], out: Path, threads: int | Non
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    command = [sys.executable, "-m", "genrec", "train", recipe, "--set", f"seed={seed}",
-               *[a for s in sets for a in ("--set", s)], "--out", str(run_dir), "--overwrite", "--json"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "genrec",
+        "train",
+        recipe,
+        "--set",
+        f"seed={seed}",
+        *[a for s in sets for a in ("--set", s)],
+        "--out",
+        str(run_dir),
+        "--overwrite",
+        "--json",
+    ]
     print("$", " ".join(command), file=sys.stderr, flush=True)
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     return json.loads(done.read_text())
@@ -55,8 +67,10 @@ def main() -> None:
     args = parser.parse_args()
 
     runs = {recipe: [train(recipe, s, args.set, args.out, args.threads) for s in args.seeds] for recipe in args.recipes}
-    print(f"seeds {args.seeds}; overrides {args.set or 'none'}; mean ± standard error over seeds; "
-          f"validation NDCG@10 in brackets\n")  # fmt: skip
+    print(
+        f"seeds {args.seeds}; overrides {args.set or 'none'}; mean ± standard error over seeds; "
+        f"validation NDCG@10 in brackets\n"
+    )
     print("| recipe | " + " | ".join(METRICS) + " | best epoch (per seed) |")
     print("|---|" + "---|" * (len(METRICS) + 1))
     for recipe, results in runs.items():

@@ -74,8 +74,10 @@ class Connection:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         await self.writer.drain()
         status = int((await self.reader.readline()).split()[1])
@@ -92,8 +94,9 @@ class Connection:
             self.writer.close()
 
 
-async def drive(port: int, clients: int, requests: int, seconds: float, bodies: list[bytes], malformed: float,
-                seed: int = 0) -> dict:  # fmt: skip
+async def drive(
+    port: int, clients: int, requests: int, seconds: float, bodies: list[bytes], malformed: float, seed: int = 0
+) -> dict:
     rng = random.Random(seed)
     latencies: list[float] = []
     errors = bad_ok = bad_4xx = 0
@@ -131,10 +134,18 @@ async def drive(port: int, clients: int, requests: int, seconds: float, bodies: 
     await asyncio.gather(*(worker() for _ in range(clients)))
     wall = time.perf_counter() - started
     lat = np.array(latencies) * 1000
-    return {"clients": clients, "requests": sent, "ok": len(latencies), "errors": errors, "malformed_4xx": bad_4xx,
-            "malformed_200": bad_ok, "rps": sent / wall, "p50": float(np.percentile(lat, 50)) if len(lat) else None,
-            "p95": float(np.percentile(lat, 95)) if len(lat) else None,
-            "p99": float(np.percentile(lat, 99)) if len(lat) else None}  # fmt: skip
+    return {
+        "clients": clients,
+        "requests": sent,
+        "ok": len(latencies),
+        "errors": errors,
+        "malformed_4xx": bad_4xx,
+        "malformed_200": bad_ok,
+        "rps": sent / wall,
+        "p50": float(np.percentile(lat, 50)) if len(lat) else None,
+        "p95": float(np.percentile(lat, 95)) if len(lat) else None,
+        "p99": float(np.percentile(lat, 99)) if len(lat) else None,
+    }
 
 
 def main() -> None:
@@ -166,8 +177,10 @@ def main() -> None:
                     raise SystemExit(server.communicate()[1][-2000:]) from None
             time.sleep(0.1)
         asyncio.run(drive(port, 4, 200, 10, bodies, 0.0))  # warm-up
-        print("| run | index | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors | malformed 4xx / sent | "
-              "mean batch | peak RSS MiB |")  # fmt: skip
+        print(
+            "| run | index | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors | malformed 4xx / sent | "
+            "mean batch | peak RSS MiB |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for clients in args.clients:
             before = httpx.get(f"{url}/readyz").json()
@@ -175,9 +188,12 @@ def main() -> None:
             after = httpx.get(f"{url}/readyz").json()
             r["batch"] = (after["requests"] - before["requests"]) / max(after["batches"] - before["batches"], 1)
             bad = f"{r['malformed_4xx']} / {r['malformed_4xx'] + r['malformed_200']}" if args.malformed else "-"
-            print(f"| {args.label or Path(args.run_dir).name} | {Path(args.index).name if args.index else 'none'} | "
-                  f"{clients} | {r['requests']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | "
-                  f"{r['errors']} | {bad} | {r['batch']:.1f} | {peak_rss_mib(server.pid):.0f} |", flush=True)  # fmt: skip
+            print(
+                f"| {args.label or Path(args.run_dir).name} | {Path(args.index).name if args.index else 'none'} | "
+                f"{clients} | {r['requests']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | "
+                f"{r['errors']} | {bad} | {r['batch']:.1f} | {peak_rss_mib(server.pid):.0f} |",
+                flush=True,
+            )
     finally:
         server.send_signal(signal.SIGTERM)
         try:

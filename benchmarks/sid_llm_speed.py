@@ -34,8 +34,17 @@ def main() -> None:
     sft_tokens_per_second(model, split, batches=1, users=args.users)  # warm-up
     tokens_per_s = sft_tokens_per_second(model, split, batches=args.batches, users=args.users)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"recipe": args.recipe, "users_per_batch": args.users, "batches": args.batches,
-                      "sft_tokens_per_s": round(tokens_per_s, 1), "peak_rss_gb": round(peak_gb, 2)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "recipe": args.recipe,
+                "users_per_batch": args.users,
+                "batches": args.batches,
+                "sft_tokens_per_s": round(tokens_per_s, 1),
+                "peak_rss_gb": round(peak_gb, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -61,12 +61,20 @@ def main() -> None:
         result = run(config, args.out / label.replace(" ", "__"), overwrite=True, progress=False)
         seconds = time.perf_counter() - started
         metrics = json.loads((result.run_dir / "metrics.json").read_text())
-        results[label] = {"recipe": recipe, "overrides": overrides, "seconds": seconds,
-                          **{k: metrics.get(k) for k in ("valid", "test", "best_epoch", "epochs")}}  # fmt: skip
+        results[label] = {
+            "recipe": recipe,
+            "overrides": overrides,
+            "seconds": seconds,
+            **{k: metrics.get(k) for k in ("valid", "test", "best_epoch", "epochs")},
+        }
         args.out.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(results, indent=1))
         print(f"{label}: {seconds:.0f} s", flush=True)
-    print(format_table([(label, r["test"]) for label, r in results.items()], ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "num_users"]))
+    print(
+        format_table(
+            [(label, r["test"]) for label, r in results.items()], ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "num_users"]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as exc:
         reason = _unpickling_reason(exc)
         if "GLOBAL" in reason:  # a reference to Python code (a class or function), which weights_only refuses
-            raise CheckpointError(f"{path}: refusing to load: it holds Python objects, not only tensors and plain "
-                                  f"values (genrec reads checkpoints as data only; {reason[:160]})") from None  # fmt: skip
+            raise CheckpointError(
+                f"{path}: refusing to load: it holds Python objects, not only tensors and plain "
+                f"values (genrec reads checkpoints as data only; {reason[:160]})"
+            ) from None
         raise CheckpointError(f"{path}: truncated or not a checkpoint ({reason[:160]})") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
         raise CheckpointError(f"{path}: truncated or not a checkpoint ({_first_line(exc)[:160]})") from None
@@ -76,15 +78,19 @@ def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.d
     return payload
 
 
-def load_state(module: nn.Module | torch.optim.Optimizer | Any, state: Any, path: str | Path, what: str = "weights") -> None:
+def load_state(
+    module: nn.Module | torch.optim.Optimizer | Any, state: Any, path: str | Path, what: str = "weights"
+) -> None:
     """`module.load_state_dict(state)`, with a mismatch reported as a one-line `CheckpointError`."""
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         detail = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = detail[1] if len(detail) > 1 and detail[0].startswith("Error(s) in loading") else _first_line(exc)
-        raise CheckpointError(f"{path}: its {what} do not fit the model the run's config builds ({reason[:300]}); "
-                              f"was config.json or a --set changed after training?") from None  # fmt: skip
+        raise CheckpointError(
+            f"{path}: its {what} do not fit the model the run's config builds ({reason[:300]}); "
+            f"was config.json or a --set changed after training?"
+        ) from None
 
 
 def rng_state() -> dict[str, Any]:
@@ -93,10 +99,15 @@ def rng_state() -> dict[str, Any]:
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
-    }  # fmt: skip
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -107,10 +118,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     try:
         n, p = state["numpy"], state["python"]
         torch.set_rng_state(state["torch"])
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                             n["cached_gaussian"]))  # fmt: skip
+        np.random.set_state(
+            (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        )
         random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-        raise CheckpointError(f"the checkpoint's random state is not in genrec's format ({_first_line(exc)[:160]})") from None
+        raise CheckpointError(
+            f"the checkpoint's random state is not in genrec's format ({_first_line(exc)[:160]})"
+        ) from None
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

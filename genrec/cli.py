@@ -24,16 +24,34 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from genrec.data.filters import Filters
     from genrec.data.prepare import prepare_dataset
 
-    options = {k: getattr(args, k) for k in ("user_col", "item_col", "time_col", "rating_col", "delimiter", "items",
-                                              "items_id_col", "encoding")}  # fmt: skip
+    options = {
+        k: getattr(args, k)
+        for k in ("user_col", "item_col", "time_col", "rating_col", "delimiter", "items", "items_id_col", "encoding")
+    }
     if args.text_cols is not None:
         options["text_cols"] = [c for c in args.text_cols.split(",") if c]
-    options.update(name=args.name, category=args.category, five_core=False if args.all_reviews else None,
-                   ratings_only=True if args.ratings_only else None)
-    filters = Filters(min_rating=args.min_rating, dedup=args.dedup, user_core=args.user_core, item_core=args.item_core,
-                      core_once=args.core_once)  # fmt: skip
-    dataset = prepare_dataset(args.source, args.out, raw=args.raw, filters=filters, overwrite=args.overwrite,
-                              download=not args.no_download, **options)  # fmt: skip
+    options.update(
+        name=args.name,
+        category=args.category,
+        five_core=False if args.all_reviews else None,
+        ratings_only=True if args.ratings_only else None,
+    )
+    filters = Filters(
+        min_rating=args.min_rating,
+        dedup=args.dedup,
+        user_core=args.user_core,
+        item_core=args.item_core,
+        core_once=args.core_once,
+    )
+    dataset = prepare_dataset(
+        args.source,
+        args.out,
+        raw=args.raw,
+        filters=filters,
+        overwrite=args.overwrite,
+        download=not args.no_download,
+        **options,
+    )
     _print_info(dataset.summary(), args.json)
     return 0
 
@@ -43,7 +61,9 @@ def _print_info(summary: dict, as_json: bool) -> None:
         print(json.dumps(summary))
         return
     for key, value in summary.items():
-        print(f"{key:>17}: {value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:>17}: {value}")
+        print(
+            f"{key:>17}: {value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:>17}: {value}"
+        )
 
 
 def _data_info(args: argparse.Namespace) -> int:
@@ -78,7 +98,9 @@ def _eval(args: argparse.Namespace) -> int:
     metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=_progress(args), cold=args.cold)
     if args.json:
         cold = {} if args.cold is None else {"cold_max_train_count": args.cold}
-        print(json.dumps({"model": config.model.name, "split": args.split, "protocol": split.protocol, **cold, **metrics}))
+        print(
+            json.dumps({"model": config.model.name, "split": args.split, "protocol": split.protocol, **cold, **metrics})
+        )
     else:
         print(format_table([(f"{config.model.name} ({args.split})", metrics)], columns=list(metrics)))
     return 0
@@ -93,8 +115,10 @@ def _resumed_config(run_dir: str, given: RunConfig | None, overrides: list[str],
     config = given or from_dict(RunConfig, apply_overrides(to_dict(saved), overrides))
     changed = [key for key in config_differences(saved, config) if key != may_change]
     if changed:
-        raise GenrecError(f"--resume {run_dir}: the config differs from the run's in {', '.join(changed)}; "
-                          f"only {may_change} may change when resuming (start a new run instead)")  # fmt: skip
+        raise GenrecError(
+            f"--resume {run_dir}: the config differs from the run's in {', '.join(changed)}; "
+            f"only {may_change} may change when resuming (start a new run instead)"
+        )
     return config
 
 
@@ -106,8 +130,9 @@ def _train(args: argparse.Namespace) -> int:
     args.set = args.set + _shortcut_overrides(args)
 
     if args.resume:
-        config = _resumed_config(args.resume, load_config(args.config, args.set) if args.config else None, args.set,
-                                 "train.epochs")  # fmt: skip
+        config = _resumed_config(
+            args.resume, load_config(args.config, args.set) if args.config else None, args.set, "train.epochs"
+        )
         out = args.resume
     else:
         config = load_config(args.config, args.set)
@@ -130,8 +155,10 @@ def _llm_sft(args: argparse.Namespace) -> int:
 
     name = load_config(args.config, args.set).model.name
     if name != "sid-llm":
-        raise GenrecError(f"genrec llm sft trains the SID LLM (model.name: sid-llm); {args.config} has model {name!r}: "
-                          f"use genrec train")  # fmt: skip
+        raise GenrecError(
+            f"genrec llm sft trains the SID LLM (model.name: sid-llm); {args.config} has model {name!r}: "
+            f"use genrec train"
+        )
     return _train(args)
 
 
@@ -141,8 +168,10 @@ def _llm_rl(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.from_run or args.config or args.out:
-            raise GenrecError("genrec llm rl --resume RUN_DIR continues that run, in place, with its own config and "
-                              "SFT run: drop CONFIG, --from and --out")  # fmt: skip
+            raise GenrecError(
+                "genrec llm rl --resume RUN_DIR continues that run, in place, with its own config and "
+                "SFT run: drop CONFIG, --from and --out"
+            )
         config, out = _resumed_config(args.resume, None, args.set, "train.max_steps"), Path(args.resume)
     elif args.from_run and args.out:
         config, out = rl_config(args.config, args.set, Path(args.from_run)), Path(args.out)
@@ -162,8 +191,11 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `genrec train` and `genrec llm sft` share."""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--out", help="run directory (default runs/<name>-<time>)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run that --out holds (its config, metrics and checkpoints)")  # fmt: skip
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that --out holds (its config, metrics and checkpoints)",
+    )
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     _add_seed_and_device(parser)
@@ -176,8 +208,9 @@ def _add_seed_and_device(parser: argparse.ArgumentParser) -> None:
 
 def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
     """--seed / --device as the `--set` overrides they stand for."""
-    return ([f"seed={args.seed}"] if args.seed is not None else []) + \
-        ([f"train.device={args.device}"] if args.device else [])
+    return ([f"seed={args.seed}"] if args.seed is not None else []) + (
+        [f"train.device={args.device}"] if args.device else []
+    )
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -203,23 +236,43 @@ def _recommend(args: argparse.Namespace) -> int:
         raise GenrecError("give either --users or --histories, not both")
     run = Path(args.run_dir)
     inputs = {f"run's {name}": run / name for name in RUN_FILES}
-    inputs.update({"--histories file": args.histories, "--index": args.index,
-                   "--users file": None if args.users in (None, "all") else args.users})  # fmt: skip
+    inputs.update(
+        {
+            "--histories file": args.histories,
+            "--index": args.index,
+            "--users file": None if args.users in (None, "all") else args.users,
+        }
+    )
     check_output_not_input(args.out, inputs)
     recommender = Recommender.from_run(run, device=args.device, index=args.index, progress=_progress(args))
     check_output_not_input(args.out, {"dataset": recommender.dataset.path})
-    summary = recommend_to_parquet(recommender, args.out, k=args.k, users=args.users or "all", histories=args.histories,
-                                   overwrite=args.overwrite, batch_size=args.batch_size, progress=_progress(args))  # fmt: skip
-    report = {"out": str(summary.out), "requests": summary.requests, "rows": summary.rows,
-              "skipped_users": summary.skipped_users, "fallback": summary.fallback}  # fmt: skip
+    summary = recommend_to_parquet(
+        recommender,
+        args.out,
+        k=args.k,
+        users=args.users or "all",
+        histories=args.histories,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        progress=_progress(args),
+    )
+    report = {
+        "out": str(summary.out),
+        "requests": summary.requests,
+        "rows": summary.rows,
+        "skipped_users": summary.skipped_users,
+        "fallback": summary.fallback,
+    }
     if args.json:
         print(json.dumps(report))
     else:
         what = "requests" if args.histories else "users"
         print(f"top {args.k} of {summary.requests:,} {what} -> {summary.out} ({summary.rows:,} rows)")
         if summary.skipped_users or summary.fallback:
-            print(f"{summary.skipped_users:,} unknown users skipped; {summary.fallback:,} answered with the popularity "
-                  f"list (no known history item)")  # fmt: skip
+            print(
+                f"{summary.skipped_users:,} unknown users skipped; {summary.fallback:,} answered with the popularity "
+                f"list (no known history item)"
+            )
     return 0
 
 
@@ -246,8 +299,9 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(load, max_history=args.max_history, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("genrec").warning("serving on %s: reachable from other machines", args.host)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
-                timeout_graceful_shutdown=10)  # fmt: skip
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info", timeout_graceful_shutdown=10
+    )
     return 0
 
 
@@ -262,9 +316,13 @@ def _sid_build(args: argparse.Namespace) -> int:
         raise GenrecError(f"{out} exists; pass --overwrite to replace it")
     data = Path(args.data)
     check_output_not_input(out, {f"dataset's {p.name}": p for p in sorted(data.iterdir())} if data.is_dir() else {})
-    config = SIDBuildConfig(method=args.method, collisions=args.collisions, seed=args.seed,
-                            codebook_sizes=[int(k) for k in args.levels.split(",")],
-                            fields=args.fields.split(",") if args.fields else SIDBuildConfig().fields)  # fmt: skip
+    config = SIDBuildConfig(
+        method=args.method,
+        collisions=args.collisions,
+        seed=args.seed,
+        codebook_sizes=[int(k) for k in args.levels.split(",")],
+        fields=args.fields.split(",") if args.fields else SIDBuildConfig().fields,
+    )
     if args.epochs is not None:
         config.rqvae.epochs = args.epochs
     dataset = Dataset.load(args.data)
@@ -284,15 +342,23 @@ def _quickstart(args: argparse.Namespace) -> int:
     check_output_not_input(out, {"raw data (--raw)": args.raw})
     if args.full and args.epochs is not None:
         raise GenrecError("give --full (the recipes' own epochs) or --epochs N, not both")
-    budget = "the recipes' epochs" if args.full else f"{args.epochs or QUICKSTART_EPOCHS} epochs each (--full: the recipes')"
-    print(f"genrec quickstart: popularity, SASRec and HSTU on MovieLens-100K, leave-one-out, full ranking; {budget}",
-          file=sys.stderr)  # fmt: skip
-    results = quickstart(out, raw=args.raw, epochs=args.epochs, overwrite=args.overwrite, progress=_progress(args),
-                         full=args.full)  # fmt: skip
+    budget = (
+        "the recipes' epochs" if args.full else f"{args.epochs or QUICKSTART_EPOCHS} epochs each (--full: the recipes')"
+    )
+    print(
+        f"genrec quickstart: popularity, SASRec and HSTU on MovieLens-100K, leave-one-out, full ranking; {budget}",
+        file=sys.stderr,
+    )
+    results = quickstart(
+        out, raw=args.raw, epochs=args.epochs, overwrite=args.overwrite, progress=_progress(args), full=args.full
+    )
     d = results[0][1].dataset
     print(f"\ndataset: {d.path} ({d.num_users:,} users, {d.num_items:,} items, {d.num_interactions:,} interactions)")
-    rows = [(f"{config.model.name} ({which})", result.metrics[which]) for which in ("valid", "test")
-            for config, result in results]  # fmt: skip
+    rows = [
+        (f"{config.model.name} ({which})", result.metrics[which])
+        for which in ("valid", "test")
+        for config, result in results
+    ]
     print(format_table(rows))
     print(f"\nrun directories: {out}/{{{','.join(config.model.name for config, _ in results)}}}")
     return 0
@@ -333,8 +399,9 @@ def _common_options() -> argparse.ArgumentParser:
     """Options every command takes after its name."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages, only results")
-    common.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for torch (default: the cores this process may use)")  # fmt: skip
+    common.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for torch (default: the cores this process may use)"
+    )
     return common
 
 
@@ -346,10 +413,13 @@ def _command(group: argparse._SubParsersAction, name: str, **kwargs: Any) -> arg
 def build_parser() -> argparse.ArgumentParser:
     from genrec.data.sources import SOURCES
 
-    parser = argparse.ArgumentParser(prog="genrec", description="Generative recommendation: data, training, evaluation.")
+    parser = argparse.ArgumentParser(
+        prog="genrec", description="Generative recommendation: data, training, evaluation."
+    )
     parser.add_argument("--version", action="version", version=f"genrec {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log debug messages, and show the traceback of an input error")  # fmt: skip
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages, and show the traceback of an input error"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     data = _command(commands, "data", help="prepare and inspect datasets")
@@ -366,14 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--dedup", action="store_true", help="keep only the first event of each (user, item) pair")
     filters.add_argument("--user-core", type=int, default=0, help="k-core: users need at least this many events")
     filters.add_argument("--item-core", type=int, default=0, help="k-core: items need at least this many events")
-    filters.add_argument("--core-once", action="store_true",
-                         help="apply the core limits in one pass on the raw counts, not iterated (generative-recommenders)")
+    filters.add_argument(
+        "--core-once",
+        action="store_true",
+        help="apply the core limits in one pass on the raw counts, not iterated (generative-recommenders)",
+    )
     prepared = prep.add_argument_group("sources whose folder can hold several datasets")
     prepared.add_argument("--name", help="dataset name (letter, recbole, minionerec, hllm-csv), e.g. Office_Products")
     prepared.add_argument("--category", help="Amazon category (amazon2014, amazon2018), e.g. Beauty")
-    prepared.add_argument("--all-reviews", action="store_true", help="amazon2018: read <Category>.json.gz, not the 5-core")
-    prepared.add_argument("--ratings-only", action="store_true",
-                          help="amazon2014: read ratings_<Category>.csv (all ratings, no header), not the 5-core reviews")
+    prepared.add_argument(
+        "--all-reviews", action="store_true", help="amazon2018: read <Category>.json.gz, not the 5-core"
+    )
+    prepared.add_argument(
+        "--ratings-only",
+        action="store_true",
+        help="amazon2014: read ratings_<Category>.csv (all ratings, no header), not the 5-core reviews",
+    )
     generic = prep.add_argument_group("csv / parquet / hllm-csv sources: column mapping")
     generic.add_argument("--user-col", help="user id column (default user_id)")
     generic.add_argument("--item-col", help="item id column (default item_id)")
@@ -396,13 +474,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="a prepared dataset folder")
     ev.add_argument("--model", help="model name (default popularity)")
     ev.add_argument("--split", default="test", choices=["test", "valid"])
-    ev.add_argument("--protocol", choices=["auto", "leave-one-out", "time", "user", "predefined"],
-                    help="default auto: the dataset's own split if it has one, else leave-one-out")
+    ev.add_argument(
+        "--protocol",
+        choices=["auto", "leave-one-out", "time", "user", "predefined"],
+        help="default auto: the dataset's own split if it has one, else leave-one-out",
+    )
     ev.add_argument("--ks", help="comma-separated cutoffs (default 1,5,10,50,200)")
-    ev.add_argument("--cold", type=int, metavar="N",
-                    help="only the cases whose target item has at most N training interactions (cold items)")
-    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key, e.g. eval.mask_history=false")
+    ev.add_argument(
+        "--cold",
+        type=int,
+        metavar="N",
+        help="only the cases whose target item has at most N training interactions (cold items)",
+    )
+    ev.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. eval.mask_history=false",
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     _add_seed_and_device(ev)
     ev.set_defaults(func=_eval)
@@ -414,8 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     llm = _command(commands, "llm", help="the SID LLM recommender: supervised fine-tuning, then GRPO")
     llm_commands = llm.add_subparsers(dest="llm_command", required=True)
-    sft = _command(llm_commands, "sft", help="fine-tune a causal LM to write the next item's SID (genrec train for "
-                                              "model.name: sid-llm)")  # fmt: skip
+    sft = _command(
+        llm_commands,
+        "sft",
+        help="fine-tune a causal LM to write the next item's SID (genrec train for model.name: sid-llm)",
+    )
     sft.add_argument("config", metavar="CONFIG", help="YAML config with model.name: sid-llm")
     _add_training_arguments(sft)
     sft.set_defaults(func=_llm_sft)
@@ -433,20 +526,32 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("run_dir", metavar="RUN_DIR")
     exp.add_argument("--out", help="output folder (default RUN_DIR/export)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    exp.add_argument("--index", choices=["exact", "hnsw", "ivf"],
-                     help="also write a FAISS index of the embeddings (needs genrec[ann]): exact, hnsw (catalogues up to ~100k items), "
-                          "ivf (large catalogues); measurements in BENCHMARKS.md")  # fmt: skip
+    exp.add_argument(
+        "--index",
+        choices=["exact", "hnsw", "ivf"],
+        help="also write a FAISS index of the embeddings (needs genrec[ann]): exact, hnsw (catalogues up to ~100k items), "
+        "ivf (large catalogues); measurements in BENCHMARKS.md",
+    )
     exp.add_argument("--json", action="store_true", help="print the export summary as one JSON object")
     exp.set_defaults(func=_export)
 
     rec = _command(commands, "recommend", help="write the top k of every user (or of request histories) to Parquet")
     rec.add_argument("run_dir", metavar="RUN_DIR")
-    rec.add_argument("--users", metavar="all|FILE", help="all users of the dataset (default), or a file of raw user ids, one per line")
-    rec.add_argument("--histories", metavar="FILE",
-                     help="requests that are not dataset users: JSON lines or Parquet with a history column of raw item ids")  # fmt: skip
+    rec.add_argument(
+        "--users",
+        metavar="all|FILE",
+        help="all users of the dataset (default), or a file of raw user ids, one per line",
+    )
+    rec.add_argument(
+        "--histories",
+        metavar="FILE",
+        help="requests that are not dataset users: JSON lines or Parquet with a history column of raw item ids",
+    )
     rec.add_argument("--k", type=int, default=100, help="items per user (default 100)")
     rec.add_argument("--out", required=True, help="the Parquet file to write (columns user, rank, item, score)")
-    rec.add_argument("--index", metavar="DIR", help="search this ANN index (genrec export --index) instead of scoring every item")
+    rec.add_argument(
+        "--index", metavar="DIR", help="search this ANN index (genrec export --index) instead of scoring every item"
+    )
     rec.add_argument("--batch-size", type=int, help="users scored at a time (default: a 64 MiB score matrix)")
     rec.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the run's train.device)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -459,12 +564,21 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--device", help="cpu, cuda, ... (default: the run's train.device)")
-    srv.add_argument("--max-history", type=int, default=10_000, help="longest history a request may send (default 10000)")
+    srv.add_argument(
+        "--max-history", type=int, default=10_000, help="longest history a request may send (default 10000)"
+    )
     srv.add_argument("--max-batch", type=int, default=64, help="concurrent requests scored together (default 64)")
-    srv.add_argument("--max-wait-ms", type=float, default=2.0,
-                     help="how long a request waits for others to share its batch (default 2 ms)")  # fmt: skip
-    srv.add_argument("--load-in-background", action="store_true",
-                     help="open the port at once and load the model after (/readyz says when it is ready)")  # fmt: skip
+    srv.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a request waits for others to share its batch (default 2 ms)",
+    )
+    srv.add_argument(
+        "--load-in-background",
+        action="store_true",
+        help="open the port at once and load the model after (/readyz says when it is ready)",
+    )
     srv.set_defaults(func=_serve)
 
     sid = _command(commands, "sid", help="semantic IDs: item text -> embeddings -> residual codes")
@@ -475,8 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--gguf-file", help="a GGUF file in the embedder's directory")
     sb.add_argument("--method", choices=["rqkmeans", "rqvae"], default="rqkmeans")
     sb.add_argument("--levels", default="256,256,256", help="codes per level (default 256,256,256)")
-    sb.add_argument("--collisions", choices=["reassign", "extra-level"], default="reassign",
-                    help="reassign: nearest free last-level code (LETTER/MiniOneRec); extra-level: TIGER")
+    sb.add_argument(
+        "--collisions",
+        choices=["reassign", "extra-level"],
+        default="reassign",
+        help="reassign: nearest free last-level code (LETTER/MiniOneRec); extra-level: TIGER",
+    )
     sb.add_argument("--fields", help="item text fields, comma-separated (default title,description)")
     sb.add_argument("--epochs", type=int, help="RQ-VAE training epochs (default 200)")
     sb.add_argument("--seed", type=int, default=0)
@@ -489,8 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--raw", help="local ml-100k folder (default: $GENREC_DATA_DIR/ml-100k, the cache, or download)")
     qs.add_argument("--out", help="folder of the run directories (default runs/quickstart-<time>)")
     qs.add_argument("--epochs", type=int, help="training epochs of SASRec and HSTU (default 30; 1 is a smoke run)")
-    qs.add_argument("--full", action="store_true",
-                    help="the recipes' own schedule: up to 200 epochs with early stopping (about 4x longer)")  # fmt: skip
+    qs.add_argument(
+        "--full",
+        action="store_true",
+        help="the recipes' own schedule: up to 200 epochs with early stopping (about 4x longer)",
+    )
     qs.add_argument("--overwrite", action="store_true", help="replace the run directories under --out")
     qs.set_defaults(func=_quickstart)
 
@@ -498,7 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--json", action="store_true", help="print the list as JSON")
     rc.set_defaults(func=_recipes)
     cf = _command(commands, "config", help="print a recipe's or config file's resolved config")
-    cf.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config or recipe name (default: the built-in defaults)")
+    cf.add_argument(
+        "config", nargs="?", metavar="CONFIG", help="YAML config or recipe name (default: the built-in defaults)"
+    )
     cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     cf.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     _add_seed_and_device(cf)

@@ -100,8 +100,10 @@ class LossConfig:
         if self.false_negative_threshold is not None and self.name != "infonce":
             raise ConfigError("train.loss.false_negative_threshold is only supported by the infonce loss")
         if self.num_negatives < 1 or (self.temperature is not None and self.temperature <= 0):
-            raise ConfigError(f"train.loss: num_negatives must be >= 1 and temperature > 0, got "
-                              f"{self.num_negatives} and {self.temperature}")  # fmt: skip
+            raise ConfigError(
+                f"train.loss: num_negatives must be >= 1 and temperature > 0, got "
+                f"{self.num_negatives} and {self.temperature}"
+            )
 
 
 @dataclass
@@ -143,15 +145,19 @@ class TrainConfig:
         if self.micro_batch_size < 0:
             raise ConfigError(f"train.micro_batch_size must be >= 0 (0 = auto), got {self.micro_batch_size}")
         if self.loss.uses_whole_batch and 0 < self.micro_batch_size < self.batch_size:
-            raise ConfigError(f"train.micro_batch_size: {self.loss.name} negatives come from the whole batch, so it cannot be "
-                              "split into micro-batches; set train.micro_batch_size=0")
+            raise ConfigError(
+                f"train.micro_batch_size: {self.loss.name} negatives come from the whole batch, so it cannot be "
+                "split into micro-batches; set train.micro_batch_size=0"
+            )
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
         if self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip <= 0):
-            raise ConfigError(f"train.weight_decay must be >= 0 and train.grad_clip > 0 or null, got "
-                              f"{self.weight_decay} and {self.grad_clip}")  # fmt: skip
+            raise ConfigError(
+                f"train.weight_decay must be >= 0 and train.grad_clip > 0 or null, got "
+                f"{self.weight_decay} and {self.grad_clip}"
+            )
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -175,7 +181,9 @@ class RLConfig:
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
-            raise ConfigError(f"rl.num_generations must be >= 2 (advantages compare candidates), got {self.num_generations}")
+            raise ConfigError(
+                f"rl.num_generations must be >= 2 (advantages compare candidates), got {self.num_generations}"
+            )
         if self.beta < 0:
             raise ConfigError(f"rl.beta must be >= 0, got {self.beta}")
         if self.reward == "collaborative" and not self.collaborative_run:
@@ -197,24 +205,37 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         # the name becomes a folder under runs/ (default_run_dir): a path here could write anywhere
-        if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0") or self.name.startswith("~"):
-            raise ConfigError(f"name: {self.name!r} is not a plain run name (no path separators, '.', '..' or '~'); "
-                              f"it names the run folder under runs/, and --out chooses another folder")  # fmt: skip
+        if (
+            not self.name
+            or self.name in (".", "..")
+            or any(c in self.name for c in "/\\\0")
+            or self.name.startswith("~")
+        ):
+            raise ConfigError(
+                f"name: {self.name!r} is not a plain run name (no path separators, '.', '..' or '~'); "
+                f"it names the run folder under runs/, and --out chooses another folder"
+            )
         beams = getattr(self.model, "num_beams", None)
         if beams is not None and max(self.eval.ks) > beams:
-            raise ConfigError(f"eval.ks goes up to {max(self.eval.ks)} but model.num_beams is {beams}: a generated "
-                              f"ranking has only {beams} items; lower eval.ks or raise model.num_beams")  # fmt: skip
+            raise ConfigError(
+                f"eval.ks goes up to {max(self.eval.ks)} but model.num_beams is {beams}: a generated "
+                f"ranking has only {beams} items; lower eval.ks or raise model.num_beams"
+            )
 
     def check_trainable(self) -> None:
         """Checks that only matter when a model is trained (not when one is just evaluated)."""
         names = [f"{m}@{k}" for k in self.eval.ks for m in ("hr", "ndcg")] + ["mrr"]
         if self.train.metric not in names:
-            raise ConfigError(f"train.metric: {self.train.metric!r} is not computed; with eval.ks={self.eval.ks} "
-                              f"the metrics are {', '.join(names)}")  # fmt: skip
+            raise ConfigError(
+                f"train.metric: {self.train.metric!r} is not computed; with eval.ks={self.eval.ks} "
+                f"the metrics are {', '.join(names)}"
+            )
         if getattr(self.model, "end_to_end", False) and self.train.loss.name != "infonce":
-            raise ConfigError(f"model.item_llm.train={self.model.item_llm.train} runs the item LLM on each batch's items "  # type: ignore[attr-defined]
-                              f"only, which the {self.train.loss.name!r} loss cannot do (it scores the whole catalogue): "
-                              f"set train.loss.name=infonce")  # fmt: skip
+            raise ConfigError(
+                f"model.item_llm.train={self.model.item_llm.train} runs the item LLM on each batch's items "  # type: ignore[attr-defined]
+                f"only, which the {self.train.loss.name!r} loss cannot do (it scores the whole catalogue): "
+                f"set train.loss.name=infonce"
+            )
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
@@ -226,7 +247,9 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     unknown = [k for k in data if k not in names]
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"unknown config key {key!r}; valid keys{' of ' + where if where else ''}: {', '.join(names)}")
+        raise ConfigError(
+            f"unknown config key {key!r}; valid keys{' of ' + where if where else ''}: {', '.join(names)}"
+        )
     data = {k: _with_model_defaults(cls, k, v) if hints[k] is ModelConfig else v for k, v in data.items()}
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
@@ -352,8 +375,9 @@ def resolve_config_path(path: str | Path) -> Path:
     recipe = RECIPES / (str(path) if path.name.endswith(".yaml") else f"{path}.yaml")
     if recipe.is_file():
         return recipe
-    raise ConfigError(f"config file not found: {path} (nor a shipped recipe of that name; recipes: "
-                      f"{', '.join(recipe_names())})")  # fmt: skip
+    raise ConfigError(
+        f"config file not found: {path} (nor a shipped recipe of that name; recipes: {', '.join(recipe_names())})"
+    )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

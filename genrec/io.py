@@ -114,8 +114,9 @@ def exclusive_lock(lock_path: Path, what: str, wait: bool = False) -> Iterator[N
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise LockedError(f"{what} is in use by another genrec process (pid {holder}); wait for it to end or "
-                              f"stop it first") from None  # fmt: skip
+            raise LockedError(
+                f"{what} is in use by another genrec process (pid {holder}); wait for it to end or stop it first"
+            ) from None
         # the previous holder may have removed the file between our open and flock: lock the current one
         with contextlib.suppress(FileNotFoundError):
             if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
@@ -154,8 +155,9 @@ def check_output_not_input(out: str | Path, inputs: Mapping[str, str | Path | No
             relation = "is inside"
         else:
             continue
-        raise ConfigError(f"{flag} {out} {relation} the {name} {path}: genrec never writes over its inputs; "
-                          f"choose another {flag}")  # fmt: skip
+        raise ConfigError(
+            f"{flag} {out} {relation} the {name} {path}: genrec never writes over its inputs; choose another {flag}"
+        )
 
 
 def _remove_stale_temp_folders(out: Path) -> None:

@@ -44,8 +44,10 @@ def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> R
     """A fresh sequential model for `dataset`, after checking the config fits the data."""
     model_config = config.model
     if getattr(model_config, "time_buckets", 0) and not dataset.has_timestamps:
-        raise ConfigError(f"the dataset at {dataset.path} has no timestamps, but model {model_config.name!r} uses a "
-                          f"time bias: set model.time_buckets=0 (position bias only)")  # fmt: skip
+        raise ConfigError(
+            f"the dataset at {dataset.path} has no timestamps, but model {model_config.name!r} uses a "
+            f"time bias: set model.time_buckets=0 (position bias only)"
+        )
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
     model = NEURAL_MODELS[model_config.name].for_dataset(dataset, model_config, device, progress)
@@ -56,21 +58,29 @@ def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> R
 def _load_trained(dataset: Dataset, split: Split, config: RunConfig, run_dir: Path | None = None) -> Scorer:
     """The best checkpoint of a finished run, as a scorer."""
     if run_dir is None:
-        raise ConfigError(f"model {config.model.name!r} has to be trained first: evaluate its run directory "
-                          f"(genrec eval RUN_DIR)")  # fmt: skip
+        raise ConfigError(
+            f"model {config.model.name!r} has to be trained first: evaluate its run directory (genrec eval RUN_DIR)"
+        )
     if not run_dir.is_dir():
         raise ConfigError(f"no run directory at {run_dir}")
     if not (run_dir / BEST_CHECKPOINT).is_file():
-        raise ConfigError(f"{run_dir} has no {BEST_CHECKPOINT} yet: its training has not finished a validation "
-                          f"(continue it with genrec train --resume {run_dir})")  # fmt: skip
+        raise ConfigError(
+            f"{run_dir} has no {BEST_CHECKPOINT} yet: its training has not finished a validation "
+            f"(continue it with genrec train --resume {run_dir})"
+        )
     model = build_model(dataset, config)
     load_weights(model, run_dir / BEST_CHECKPOINT)
     return model.eval().scorer()
 
 
 def filters_of(data: DataConfig) -> Filters:
-    return Filters(min_rating=data.min_rating, dedup=data.dedup, user_core=data.user_core, item_core=data.item_core,
-                   core_once=data.core_once)
+    return Filters(
+        min_rating=data.min_rating,
+        dedup=data.dedup,
+        user_core=data.user_core,
+        item_core=data.item_core,
+        core_once=data.core_once,
+    )
 
 
 def dataset_for(data: DataConfig, download: bool = True) -> Dataset:
@@ -121,18 +131,42 @@ def dataset_of_run(run_dir: RunDir, config: RunConfig, download: bool = True) ->
 
 def split_for(dataset: Dataset, config: RunConfig) -> Split:
     s = config.split
-    return make_split(dataset.sequences, s.protocol, valid_fraction=s.valid_fraction, test_fraction=s.test_fraction,
-                      valid_time=s.valid_time, test_time=s.test_time, time_targets=s.time_targets, seed=s.seed,
-                      predefined=dataset.split_cases)  # fmt: skip
+    return make_split(
+        dataset.sequences,
+        s.protocol,
+        valid_fraction=s.valid_fraction,
+        test_fraction=s.test_fraction,
+        valid_time=s.valid_time,
+        test_time=s.test_time,
+        time_targets=s.time_targets,
+        seed=s.seed,
+        predefined=dataset.split_cases,
+    )
 
 
-def evaluate_split(scorer: Scorer, dataset: Dataset, split: Split, which: str, config: RunConfig,
-                   progress: bool = True, cold: int | None = None) -> dict[str, float]:  # fmt: skip
+def evaluate_split(
+    scorer: Scorer,
+    dataset: Dataset,
+    split: Split,
+    which: str,
+    config: RunConfig,
+    progress: bool = True,
+    cold: int | None = None,
+) -> dict[str, float]:
     """Metrics of `scorer` on the `which` cases; `cold`: only targets with at most that many training events."""
     e = config.eval
     cases = (split.cases(which) if cold is None else split.cold_cases(which, cold)).sample(e.max_cases)
-    return evaluate(scorer, split.sequences, cases, dataset.num_items, ks=e.ks,
-                    batch_size=e.batch_size, mask_history=e.mask_history, progress=progress, desc=f"eval {which}")  # fmt: skip
+    return evaluate(
+        scorer,
+        split.sequences,
+        cases,
+        dataset.num_items,
+        ks=e.ks,
+        batch_size=e.batch_size,
+        mask_history=e.mask_history,
+        progress=progress,
+        desc=f"eval {which}",
+    )
 
 
 @dataclass
@@ -149,8 +183,9 @@ def scorer_for(dataset: Dataset, split: Split, config: RunConfig, run_dir: Path 
     return _load_trained(dataset, split, config, run_dir)
 
 
-def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
-        resume: bool = False) -> RunResult:  # fmt: skip
+def run(
+    config: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True, resume: bool = False
+) -> RunResult:
     """Prepare the data, train (or fit) the model, select it on validation, test it once, and write
     the run directory. Under torchrun every process calls this; rank 0 alone writes."""
     if not resume:
@@ -174,16 +209,18 @@ def run(config: RunConfig, out: str | Path, overwrite: bool = False, progress: b
                 for which in ("valid", "test"):
                     run_dir.log_metrics({"split": which, "final": True, **metrics[which]})
             else:
-                trainer = Trainer(build_model(dataset, config, progress), split, config, run_dir, context,
-                                  progress=progress)  # fmt: skip
+                trainer = Trainer(
+                    build_model(dataset, config, progress), split, config, run_dir, context, progress=progress
+                )
                 if resume:
                     trainer.resume(run_dir.path / LAST_CHECKPOINT)
                     if context.is_main:  # only now that the checkpoint fits: train.epochs may have been extended
                         run_dir.save_config(config)
                 metrics = trainer.fit()
             if context.is_main:
-                run_dir.write_metrics({"model": config.model.name, "dataset": str(dataset.path),
-                                       "protocol": split.protocol, **metrics})  # fmt: skip
+                run_dir.write_metrics(
+                    {"model": config.model.name, "dataset": str(dataset.path), "protocol": split.protocol, **metrics}
+                )
         # every process waits here before the group is destroyed: a process leaving while another still
         # talks to gloo aborts it ("terminate called without an active exception")
         context.barrier()
@@ -207,8 +244,14 @@ QUICKSTART_RECIPES = ("ml-100k/popularity", "ml-100k/sasrec", "ml-100k/hstu")
 QUICKSTART_EPOCHS = 30  # the default budget: the recipes' up to 200 epochs (with early stopping) need --full
 
 
-def quickstart(out: str | Path, raw: str | None = None, epochs: int | None = None, overwrite: bool = False,
-               progress: bool = True, full: bool = False) -> list[tuple[RunConfig, RunResult]]:  # fmt: skip
+def quickstart(
+    out: str | Path,
+    raw: str | None = None,
+    epochs: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    full: bool = False,
+) -> list[tuple[RunConfig, RunResult]]:
     """Run the quickstart recipes on MovieLens-100K, one run directory each under `out`.
 
     raw: the local ml-100k folder (default: $GENREC_DATA_DIR, the cache, a download).
@@ -242,4 +285,15 @@ def format_table(rows: list[tuple[str, dict[str, float]]], columns: list[str] | 
     return "\n".join(lines)
 
 
-__all__ = ["RunResult", "build_model", "dataset_for", "dataset_of_run", "format_table", "quickstart", "run", "scorer_for", "split_for", "to_dict"]
+__all__ = [
+    "RunResult",
+    "build_model",
+    "dataset_for",
+    "dataset_of_run",
+    "format_table",
+    "quickstart",
+    "run",
+    "scorer_for",
+    "split_for",
+    "to_dict",
+]

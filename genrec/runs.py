@@ -44,8 +44,9 @@ class RunDir:
 
     @classmethod
     @contextlib.contextmanager
-    def writing(cls, path: str | Path, config: RunConfig | None = None, overwrite: bool = False,
-                resume: bool = False) -> Iterator[RunDir]:  # fmt: skip
+    def writing(
+        cls, path: str | Path, config: RunConfig | None = None, overwrite: bool = False, resume: bool = False
+    ) -> Iterator[RunDir]:
         """The run directory at `path`, locked against other writers for the `with` block.
 
         resume: open the existing run (its config is not rewritten here: the caller saves the new
@@ -95,8 +96,10 @@ class RunDir:
     def record_dataset(self, path: Path, manifest_sha256: str, raw_path: str | None) -> None:
         """Remember the prepared dataset the run used: its folder, its manifest's checksum (so a folder
         since prepared again from other data is not taken for it) and the raw source it came from."""
-        write_json_atomic(self.path / DATASET_FILE, {"path": str(Path(path).resolve()),
-                                                     "manifest_sha256": manifest_sha256, "raw_path": raw_path})  # fmt: skip
+        write_json_atomic(
+            self.path / DATASET_FILE,
+            {"path": str(Path(path).resolve()), "manifest_sha256": manifest_sha256, "raw_path": raw_path},
+        )
 
     def recorded_dataset(self) -> dict[str, Any] | None:
         """What `record_dataset` wrote, or None (runs from before it, or an unreadable file)."""

@@ -23,8 +23,9 @@ def word_tokenizer(texts: list[str], pad: bool):  # noqa: ANN201 - a transformer
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>", **kwargs)
 
 
-def write_tiny_model(folder: str | Path, texts: list[str], pad: bool, model_class: str, config_class: str,
-                     **sizes: int) -> Path:  # fmt: skip
+def write_tiny_model(
+    folder: str | Path, texts: list[str], pad: bool, model_class: str, config_class: str, **sizes: int
+) -> Path:
     """A random-weight model of `model_class` (a transformers class name) and a word-level tokenizer
     trained on `texts`, saved together as a local checkpoint folder."""
     transformers = require("transformers")
@@ -38,6 +39,16 @@ def write_tiny_model(folder: str | Path, texts: list[str], pad: bool, model_clas
 
 def write_tiny_llama(folder: str | Path, texts: list[str], max_positions: int = 512) -> Path:
     """A 2-layer Llama (hidden 32) with no pad token, like real Llama tokenizers."""
-    return write_tiny_model(folder, texts, False, "LlamaForCausalLM", "LlamaConfig", hidden_size=32,
-                            intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                            max_position_embeddings=max_positions)  # fmt: skip
+    return write_tiny_model(
+        folder,
+        texts,
+        False,
+        "LlamaForCausalLM",
+        "LlamaConfig",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+    )

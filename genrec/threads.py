@@ -80,8 +80,13 @@ class ThreadGovernor:
         wanted = max(1, min(self.max_threads, int(self.cores - others + 0.5)))
         if wanted != current:
             torch.set_num_threads(wanted)
-            log.info("other processes use %.1f of %d cores: training with %d thread%s", others, self.cores, wanted,
-                     "s" if wanted > 1 else "")  # fmt: skip
+            log.info(
+                "other processes use %.1f of %d cores: training with %d thread%s",
+                others,
+                self.cores,
+                wanted,
+                "s" if wanted > 1 else "",
+            )
         return wanted
 
 

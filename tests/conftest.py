@@ -53,17 +53,36 @@ def _write_tiny_model(folder, texts: list[str], pad: bool, model_class: str, con
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, item_texts):
     """A 2-layer random Llama (no pad token, like real Llama tokenizers) saved as a local checkpoint."""
-    return _write_tiny_model(tmp_path_factory.mktemp("tiny-llama"), item_texts.texts[1:], False, "LlamaForCausalLM",
-                             "LlamaConfig", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48)  # fmt: skip
+    return _write_tiny_model(
+        tmp_path_factory.mktemp("tiny-llama"),
+        item_texts.texts[1:],
+        False,
+        "LlamaForCausalLM",
+        "LlamaConfig",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=48,
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory, item_texts):
     """A 2-layer random BERT encoder (with a pad token) saved as a local checkpoint."""
-    return _write_tiny_model(tmp_path_factory.mktemp("tiny-bert"), item_texts.texts[1:], True, "BertModel",
-                             "BertConfig", hidden_size=24, intermediate_size=48, num_hidden_layers=2,
-                             num_attention_heads=2, max_position_embeddings=64)  # fmt: skip
+    return _write_tiny_model(
+        tmp_path_factory.mktemp("tiny-bert"),
+        item_texts.texts[1:],
+        True,
+        "BertModel",
+        "BertConfig",
+        hidden_size=24,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+    )
 
 
 # ---- a tiny dataset with semantic IDs ---------------------------------------------------------------
@@ -84,9 +103,11 @@ def walk_dataset(tmp_path, num_items: int = 24, users: int = 150, length: int = 
     write_lines(tmp_path / "events.csv", lines)
     codes = list(itertools.product(range(3), range(3), range(3)))
     sid_file = tmp_path / "walk.index.json"
-    sid_file.write_text(json.dumps({f"i{i}": [f"<a_{a}>", f"<b_{b}>", f"<c_{c}>"] for i, (a, b, c) in
-                                    zip(range(num_items), codes)}))  # fmt: skip
+    sid_file.write_text(
+        json.dumps({f"i{i}": [f"<a_{a}>", f"<b_{b}>", f"<c_{c}>"] for i, (a, b, c) in zip(range(num_items), codes)})
+    )
     write_lines(tmp_path / "items.csv", ["item_id,title", *[f"i{i},walk stop {i}" for i in range(num_items)]])
-    dataset = prepare_dataset("csv", tmp_path / "walk", raw=tmp_path / "events.csv", items=str(tmp_path / "items.csv"),
-                              text_cols=["title"])  # fmt: skip
+    dataset = prepare_dataset(
+        "csv", tmp_path / "walk", raw=tmp_path / "events.csv", items=str(tmp_path / "items.csv"), text_cols=["title"]
+    )
     return dataset, sid_file

@@ -29,18 +29,21 @@ REVIEWS = [
 def test_amazon2014_python_literal_metadata(tmp_path):
     raw = tmp_path / "amazon"
     write_gz(raw / "reviews_Beauty_5.json.gz", [json.dumps(r) for r in REVIEWS])
-    write_gz(raw / "meta_Beauty.json.gz", [
-        "{'asin': 'A1', 'title': 'Crème brûlée lip balm', 'brand': 'Acme', 'categories': [['Beauty', 'Skin Care'], ['Beauty', 'Lips']], 'description': 'Soft &amp; <b>smooth</b> &#8211; 10&quot;'}",
-        "{'asin': 'A2', 'categories': [['Beauty']], 'description': \"It's nice\", 'price': 3.5, 'related': {'also_bought': ['A1']}}",
-        "{'asin': 'Z9', 'title': 'never reviewed'}",
-        "{'asin': 'A3', 'title': 'Third', 'salesRank': {'Beauty': 12}}",
-    ])  # fmt: skip
+    write_gz(
+        raw / "meta_Beauty.json.gz",
+        [
+            "{'asin': 'A1', 'title': 'Crème brûlée lip balm', 'brand': 'Acme', 'categories': [['Beauty', 'Skin Care'], ['Beauty', 'Lips']], 'description': 'Soft &amp; <b>smooth</b> &#8211; 10&quot;'}",
+            "{'asin': 'A2', 'categories': [['Beauty']], 'description': \"It's nice\", 'price': 3.5, 'related': {'also_bought': ['A1']}}",
+            "{'asin': 'Z9', 'title': 'never reviewed'}",
+            "{'asin': 'A3', 'title': 'Third', 'salesRank': {'Beauty': 12}}",
+        ],
+    )
     ds = prepare_dataset("amazon2014", tmp_path / "ds", raw=raw)
     assert (ds.num_users, ds.num_items, ds.num_interactions) == (2, 3, 4)
     items = {row["raw_id"]: row for row in ds.items.to_pylist()}
     assert items["A1"]["title"] == "Crème brûlée lip balm"
     assert items["A1"]["categories"] == ["Beauty", "Skin Care", "Lips"]
-    assert items["A1"]["description"] == "Soft & smooth – 10\""
+    assert items["A1"]["description"] == 'Soft & smooth – 10"'
     assert items["A2"]["title"] is None and items["A2"]["description"] == "It's nice"
     assert ds.manifest["text_fields"] == ["title", "brand", "categories", "description"]
     # U1: A3 (t=90), then A1 and A2 tied at t=100 in file order
@@ -56,8 +59,13 @@ def test_amazon2014_ratings_only_csv_as_generative_recommenders_reads_it(tmp_pat
     lines = [f"U{u},B{i},{1 + (u + i) % 5}.0,{1000 + 10 * i + u}" for u in range(8) for i in range(6) if (u + i) % 3]
     lines += ["U1,B9,5.0,999", "U99,B0,4.0,5"]  # an item and a user with one rating each
     write_lines(raw / "ratings_Books.csv", lines)
-    ds = prepare_dataset("amazon2014", tmp_path / "ds", raw=raw, ratings_only=True,
-                         filters=Filters(user_core=2, item_core=2, core_once=True))  # fmt: skip
+    ds = prepare_dataset(
+        "amazon2014",
+        tmp_path / "ds",
+        raw=raw,
+        ratings_only=True,
+        filters=Filters(user_core=2, item_core=2, core_once=True),
+    )
     assert "B9" not in ds.item_raw_ids() and "U99" not in ds.user_raw_ids()
     assert ds.num_interactions == len(lines) - 2 and ds.manifest["source_options"]["ratings_only"] is True
     assert ds.items.column_names == ["item", "raw_id"]  # no metadata file: ids only
@@ -69,14 +77,29 @@ def test_amazon2014_ratings_only_csv_as_generative_recommenders_reads_it(tmp_pat
 def test_amazon2018_json_metadata_with_duplicates(tmp_path):
     raw = tmp_path / "amazon"
     write_gz(raw / "Office_Products_5.json.gz", [json.dumps(r) for r in REVIEWS])
-    meta = [{"asin": "A1", "title": "Pen &amp; ink", "description": ["Line one.", "<p>Line two</p>"],
-             "category": ["Office", "Pens"], "brand": "Zebra"},
-            {"asin": "A1", "title": "duplicate line"}, {"asin": "A2", "title": "Paper"}, {"asin": "A3", "title": "Clip"}]  # fmt: skip
+    meta = [
+        {
+            "asin": "A1",
+            "title": "Pen &amp; ink",
+            "description": ["Line one.", "<p>Line two</p>"],
+            "category": ["Office", "Pens"],
+            "brand": "Zebra",
+        },
+        {"asin": "A1", "title": "duplicate line"},
+        {"asin": "A2", "title": "Paper"},
+        {"asin": "A3", "title": "Clip"},
+    ]
     write_gz(raw / "meta_Office_Products.json.gz", [json.dumps(m) for m in meta])
     ds = prepare_dataset("amazon2018", tmp_path / "ds", raw=raw)
     items = {row["raw_id"]: row for row in ds.items.to_pylist()}
-    assert items["A1"] == {"item": 1, "raw_id": "A1", "title": "Pen & ink", "brand": "Zebra",
-                           "categories": ["Office", "Pens"], "description": "Line one. Line two"}  # fmt: skip
+    assert items["A1"] == {
+        "item": 1,
+        "raw_id": "A1",
+        "title": "Pen & ink",
+        "brand": "Zebra",
+        "categories": ["Office", "Pens"],
+        "description": "Line one. Line two",
+    }
     assert ds.manifest["preprocessing"]["duplicate_metadata_lines_skipped"] == 1
     assert ds.manifest["source_options"] == {"category": None, "five_core": True}
 
@@ -106,11 +129,14 @@ def test_amazon_bad_input(tmp_path):
 
 def test_hllm_folder_layout_with_item_id_first(tmp_path):
     raw = tmp_path / "hllm"
-    write_lines(raw / "dataset" / "Pixel200K.csv", ["item_id,user_id,timestamp", "i2,u1,20", "i1,u1,10", "i3,u1,20",
-                                                    "i1,u2,5", "i2,u2,6", "i3,u2,7"])  # fmt: skip
-    write_lines(raw / "information" / "Pixel200K.csv", ["item_id,title,tag,description",
-                                                        'i1,Cat video,pets,"A cat, jumping"', "i2,Dog,pets,",
-                                                        "i3,Song,music,lyrics"])  # fmt: skip
+    write_lines(
+        raw / "dataset" / "Pixel200K.csv",
+        ["item_id,user_id,timestamp", "i2,u1,20", "i1,u1,10", "i3,u1,20", "i1,u2,5", "i2,u2,6", "i3,u2,7"],
+    )
+    write_lines(
+        raw / "information" / "Pixel200K.csv",
+        ["item_id,title,tag,description", 'i1,Cat video,pets,"A cat, jumping"', "i2,Dog,pets,", "i3,Song,music,lyrics"],
+    )
     ds = prepare_dataset("hllm-csv", tmp_path / "ds", raw=raw)
     assert ds.manifest["text_fields"] == ["title", "tag", "description"]
     assert [ds.item_raw_ids()[i] for i in ds.sequences.user(1)] == ["i1", "i2", "i3"]  # ties: file order

@@ -69,7 +69,9 @@ def test_no_local_copy_and_no_download_says_both_ways(tmp_path, monkeypatch):
 
 def test_wrong_column_name_lists_the_columns(tmp_path):
     write_lines(tmp_path / "e.csv", ["uid,iid,ts", "1,1,1"])
-    with pytest.raises(DataError, match=r"no column 'user_id', 'item_id', 'timestamp'; the header has 'uid', 'iid', 'ts'"):
+    with pytest.raises(
+        DataError, match=r"no column 'user_id', 'item_id', 'timestamp'; the header has 'uid', 'iid', 'ts'"
+    ):
         prepare_dataset("csv", tmp_path / "out", raw=tmp_path / "e.csv")
     with pytest.raises(ConfigError, match="unknown option 'user_column'.*valid options: user_col"):
         prepare_dataset("csv", tmp_path / "out", raw=tmp_path / "e.csv", user_column="uid")
@@ -125,7 +127,9 @@ def test_prepared_formats_bad_input(data_dir, tmp_path):
     shutil.copytree(data_dir / "amazon-scientific", sci)
     lines = (sci / "Scientific.valid.inter").read_text().splitlines()
     write_lines(sci / "Scientific.valid.inter", ["user_id:token\titem_id_list:float\titem_id:token", *lines[1:]])
-    with pytest.raises(DataError, match=r"Scientific\.valid\.inter, line 1: column 'item_id_list' has type float, expected token_seq"):
+    with pytest.raises(
+        DataError, match=r"Scientific\.valid\.inter, line 1: column 'item_id_list' has type float, expected token_seq"
+    ):
         prepare_dataset("recbole", tmp_path / "out", raw=sci)
     write_lines(sci / "Scientific.valid.inter", [lines[0], *lines[1:5], "3\t1 2 3", *lines[6:]])
     with pytest.raises(DataError, match=r"Scientific\.valid\.inter, line 6: expected 3 tab-separated fields, got 2"):
@@ -138,10 +142,14 @@ def test_prepared_formats_bad_input(data_dir, tmp_path):
     header, first, *rest = (mini / "Office_Products.valid.csv").read_text().splitlines()
     assert first.startswith("A994,")
     write_lines(mini / "Office_Products.valid.csv", [header, first.replace('"[2122, 243, 811, 812]"', "2122"), *rest])
-    with pytest.raises(DataError, match=r"Office_Products\.valid\.csv, line 2: history_item_id is not a list of item ids: '2122'"):
+    with pytest.raises(
+        DataError, match=r"Office_Products\.valid\.csv, line 2: history_item_id is not a list of item ids: '2122'"
+    ):
         prepare_dataset("minionerec", tmp_path / "out", raw=mini)
     write_lines(mini / "Office_Products.valid.csv", [header, first.replace(",2280,", ",99999,"), *rest])
-    with pytest.raises(DataError, match=r"Office_Products\.valid\.csv, line 2: item_id 99999 is not in Office_Products\.item\.json"):
+    with pytest.raises(
+        DataError, match=r"Office_Products\.valid\.csv, line 2: item_id 99999 is not in Office_Products\.item\.json"
+    ):
         prepare_dataset("minionerec", tmp_path / "out", raw=mini)
     second = first.replace('"[2122, 243, 811, 812]"', '"[1, 2]"')
     write_lines(mini / "Office_Products.valid.csv", [header, first, second, *rest])

@@ -62,29 +62,68 @@ CASES = [
     ("latin-1 byte in an items file", latin1_items, ["items.csv, line 2: not valid utf-8 text"]),
     ("unknown encoding", lambda t: prepare(events(t), "--encoding", "klingon"), ["unknown text encoding 'klingon'"]),
     ("empty CSV", lambda t: prepare(write_lines(t / "e.csv", [])), ["e.csv: the file is empty", "'user_id'"]),
-    ("nan timestamp", lambda t: prepare(events(t, EVENTS[:2] + ["1,11,nan"])),
-     ["events.csv, line 3: no value in column 'timestamp'", "NaN"]),
-    ("wrong field count", lambda t: prepare(events(t, EVENTS[:3] + ["1,13"])), ["events.csv, line 4: expected 3 fields"]),
+    (
+        "nan timestamp",
+        lambda t: prepare(events(t, EVENTS[:2] + ["1,11,nan"])),
+        ["events.csv, line 3: no value in column 'timestamp'", "NaN"],
+    ),
+    (
+        "wrong field count",
+        lambda t: prepare(events(t, EVENTS[:3] + ["1,13"])),
+        ["events.csv, line 4: expected 3 fields"],
+    ),
     ("bad ISO time", lambda t: prepare(events(t, EVENTS[:2] + ["1,11,yesterday"])), ["column 'timestamp'", "ISO-8601"]),
-    ("duplicate item id", lambda t: prepare(events(t), "--items", write_lines(t / "items.csv", ["item_id,title", "10,a", "10,b"])),
-     ["items.csv: column 'item_id': id 10 appears 2 times"]),
+    (
+        "duplicate item id",
+        lambda t: prepare(events(t), "--items", write_lines(t / "items.csv", ["item_id,title", "10,a", "10,b"])),
+        ["items.csv: column 'item_id': id 10 appears 2 times"],
+    ),
     ("missing items file", lambda t: prepare(events(t), "--items", t / "none.csv"), ["missing file", "none.csv"]),
-    ("wrong column", lambda t: prepare(events(t), "--user-col", "uid"), ["no column 'uid'", "the header has 'user_id'"]),
+    (
+        "wrong column",
+        lambda t: prepare(events(t), "--user-col", "uid"),
+        ["no column 'uid'", "the header has 'user_id'"],
+    ),
     ("list<int> user column", list_user_column, ["column 'user_id' has type list<", "integers or strings"]),
-    ("a file for a folder source", lambda t: ["data", "prepare", "ml-100k", "--raw", events(t)],
-     ["events.csv is a file", "release folder"]),
-    ("a folder for a file source", lambda t: prepare(events(t / "release").parent), ["is a directory; the csv source needs the interactions file"]),
-    ("output over the raw file", lambda t: prepare(events(t), "--out", t / "events.csv", "--overwrite"),
-     ["--out", "is the raw data"]),
-    ("output under a file", lambda t: prepare(events(t), "--out", events(t, name="plain.txt") / "out"),
-     ["plain.txt is a file, not a folder"]),
+    (
+        "a file for a folder source",
+        lambda t: ["data", "prepare", "ml-100k", "--raw", events(t)],
+        ["events.csv is a file", "release folder"],
+    ),
+    (
+        "a folder for a file source",
+        lambda t: prepare(events(t / "release").parent),
+        ["is a directory; the csv source needs the interactions file"],
+    ),
+    (
+        "output over the raw file",
+        lambda t: prepare(events(t), "--out", t / "events.csv", "--overwrite"),
+        ["--out", "is the raw data"],
+    ),
+    (
+        "output under a file",
+        lambda t: prepare(events(t), "--out", events(t, name="plain.txt") / "out"),
+        ["plain.txt is a file, not a folder"],
+    ),
     ("not a dataset", lambda t: ["data", "info", t], ["not a genrec dataset: no manifest.json"]),
-    ("NaN learning rate", lambda t: ["train", "--set", "train.lr=nan"], ["train.lr: expected a finite number, got nan"]),
-    ("negative batch size", lambda t: ["train", "--set", "train.batch_size=-4"], ["train.batch_size must be >= 1, got -4"]),
+    (
+        "NaN learning rate",
+        lambda t: ["train", "--set", "train.lr=nan"],
+        ["train.lr: expected a finite number, got nan"],
+    ),
+    (
+        "negative batch size",
+        lambda t: ["train", "--set", "train.batch_size=-4"],
+        ["train.batch_size must be >= 1, got -4"],
+    ),
     ("unknown config key", lambda t: ["train", "--set", "train.lrate=0.1"], ["unknown config key 'train.lrate'"]),
     ("run name with a path", lambda t: ["train", "--set", "name=../../x"], ["name: '../../x' is not a plain run name"]),
     ("config file missing", lambda t: ["train", t / "nope.yaml"], ["config file not found", "nope.yaml"]),
-    ("bad YAML", lambda t: ["train", write_lines(t / "c.yaml", ["train: [1, 2"])], ["c.yaml, line 2: not valid YAML (expected ',' or ']'"]),
+    (
+        "bad YAML",
+        lambda t: ["train", write_lines(t / "c.yaml", ["train: [1, 2"])],
+        ["c.yaml, line 2: not valid YAML (expected ',' or ']'"],
+    ),
     ("run config.json syntax error", run_dir_with_bad_json, ["config.json, line 2: not valid JSON"]),
     ("eval of a folder that is no run", lambda t: ["eval", t], ["is not a run directory (no config.json)"]),
     ("resume of a folder that is no run", lambda t: ["train", "--resume", t / "gone"], ["is not a run directory"]),
@@ -98,8 +137,14 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, case, build, fragmen
     if "--out" not in argv and argv[:2] == ["data", "prepare"]:
         argv += ["--out", str(tmp_path / "out")]
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    done = subprocess.run([sys.executable, "-m", "genrec.cli", *argv], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "genrec.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     err = done.stderr
     assert done.returncode == 2, f"{case}: exit {done.returncode}\n{err}"
     assert "Traceback" not in err, err

@@ -18,7 +18,9 @@ def run_cli(capsys, *args):
 
 def test_prepare_info_and_eval_json(data_dir, tmp_path, capsys):
     out = tmp_path / "ml100k"
-    code, stdout, _ = run_cli(capsys, "data", "prepare", "ml-100k", "--raw", data_dir / "ml-100k", "--out", out, "--json")
+    code, stdout, _ = run_cli(
+        capsys, "data", "prepare", "ml-100k", "--raw", data_dir / "ml-100k", "--out", out, "--json"
+    )
     assert code == 0 and json.loads(stdout)["num_interactions"] == 100000
     code, _, err = run_cli(capsys, "data", "prepare", "ml-100k", "--raw", data_dir / "ml-100k", "--out", out)
     assert code == 2 and "not empty" in err and "--overwrite" in err
@@ -54,9 +56,18 @@ def test_quickstart_trains_and_compares_three_models(data_dir, tmp_path, capsys)
 
 def test_train_config_with_overrides_and_errors(data_dir, tmp_path, capsys):
     config = tmp_path / "pop.yaml"
-    config.write_text(yaml.safe_dump({"name": "pop", "data": {"source": "ml-1m", "raw": str(data_dir / "ml-1m-sample")},
-                                      "split": {"protocol": "time"}}))  # fmt: skip
-    code, stdout, _ = run_cli(capsys, "train", config, "--set", "split.test_fraction=0.2", "--out", tmp_path / "r", "--json")
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "pop",
+                "data": {"source": "ml-1m", "raw": str(data_dir / "ml-1m-sample")},
+                "split": {"protocol": "time"},
+            }
+        )
+    )
+    code, stdout, _ = run_cli(
+        capsys, "train", config, "--set", "split.test_fraction=0.2", "--out", tmp_path / "r", "--json"
+    )
     assert code == 0
     result = json.loads(stdout)
     assert result["test"]["num_users"] > 0 and result["valid"]["num_users"] > 0
@@ -80,11 +91,20 @@ def test_console_entry_point():
 def test_data_raw_expands_environment_variables(data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("GENREC_DATA_DIR", str(data_dir))
     monkeypatch.delenv("GENREC_NOT_SET", raising=False)
-    code, stdout, _ = run_cli(capsys, "train", "ml-100k/popularity", "--set", "data.raw=$GENREC_DATA_DIR/ml-100k",
-                              "--out", tmp_path / "r", "--json")  # fmt: skip
+    code, stdout, _ = run_cli(
+        capsys,
+        "train",
+        "ml-100k/popularity",
+        "--set",
+        "data.raw=$GENREC_DATA_DIR/ml-100k",
+        "--out",
+        tmp_path / "r",
+        "--json",
+    )
     assert code == 0 and json.loads(stdout)["test"]["num_users"] == 943
-    code, _, stderr = run_cli(capsys, "train", "ml-100k/popularity", "--set", "data.raw=$GENREC_NOT_SET/ml-100k",
-                              "--out", tmp_path / "r2")  # fmt: skip
+    code, _, stderr = run_cli(
+        capsys, "train", "ml-100k/popularity", "--set", "data.raw=$GENREC_NOT_SET/ml-100k", "--out", tmp_path / "r2"
+    )
     assert code == 2 and "GENREC_NOT_SET" in stderr and "not set" in stderr
 
 
@@ -94,8 +114,9 @@ def test_recipes_and_config_commands(capsys):
     code, stdout, _ = run_cli(capsys, "recipes", "--json")
     rows = {r["name"]: r["description"] for r in json.loads(stdout)}
     assert rows["ml-1m/hstu"].startswith("hstu on ml-1m")
-    code, stdout, _ = run_cli(capsys, "config", "ml-100k/hstu", "--set", "train.epochs=3", "--seed", "7",
-                              "--device", "cpu")  # fmt: skip
+    code, stdout, _ = run_cli(
+        capsys, "config", "ml-100k/hstu", "--set", "train.epochs=3", "--seed", "7", "--device", "cpu"
+    )
     resolved = yaml.safe_load(stdout)
     assert code == 0 and resolved["train"]["epochs"] == 3 and resolved["seed"] == 7
     assert resolved["train"]["device"] == "cpu" and resolved["model"]["name"] == "hstu"
@@ -115,8 +136,20 @@ def test_a_run_directory_works_from_anywhere(data_dir, tmp_path, monkeypatch, ca
     folder that is gone is prepared again from the raw source the run recorded."""
     monkeypatch.setenv("GENREC_DATA_DIR", str(data_dir))
     run = tmp_path / "run"
-    code, stdout, _ = run_cli(capsys, "train", "ml-100k/sasrec", "--set", "train.epochs=1", "--set", "model.dim=8",
-                              "--out", run, "--json", "--seed", "3")  # fmt: skip
+    code, stdout, _ = run_cli(
+        capsys,
+        "train",
+        "ml-100k/sasrec",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.dim=8",
+        "--out",
+        run,
+        "--json",
+        "--seed",
+        "3",
+    )
     assert code == 0
     trained = json.loads(stdout)["test"]["ndcg@10"]
     recorded = json.loads((run / "dataset.json").read_text())
@@ -135,7 +168,8 @@ def test_a_run_directory_works_from_anywhere(data_dir, tmp_path, monkeypatch, ca
 def test_json_output_into_a_closed_pipe_is_not_an_error(tmp_path):
     script = "import sys; sys.argv = ['genrec', 'recipes']; from genrec.cli import main; raise SystemExit(main())"
     # `true` exits without reading, so the listing is written into a pipe nobody reads any more
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -c \"{script}\" | true"],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f'{sys.executable} -c "{script}" | true'], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

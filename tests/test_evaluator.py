@@ -51,7 +51,9 @@ def test_matches_brute_force_with_ties_and_repeats(mask):
     split = leave_one_out(seqs)
     # few distinct values, so many ties
     table = torch.from_numpy(np.random.default_rng(1).integers(0, 4, (31, N + 1)).astype(np.float32))
-    got = evaluate(table_scorer(table), seqs, split.test, N, ks=(1, 5, 10), batch_size=7, mask_history=mask, progress=False)
+    got = evaluate(
+        table_scorer(table), seqs, split.test, N, ks=(1, 5, 10), batch_size=7, mask_history=mask, progress=False
+    )
     expected, _ = brute_force(lambda u: table[u].tolist(), seqs, split.test, mask=mask)
     assert got.pop("num_users") == len(split.test)
     assert got == pytest.approx(expected, abs=1e-12)

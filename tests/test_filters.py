@@ -56,10 +56,24 @@ def test_rating_threshold_then_dedup_keeps_first_event():
 
 def test_filters_in_prepare_and_manifest(tmp_path):
     write_lines(tmp_path / "e.csv", ["u,i,t,r", "a,x,1,5", "a,y,2,1", "a,x,3,5", "b,x,1,4", "b,z,2,4"])
-    ds = prepare_dataset("csv", tmp_path / "ds", raw=tmp_path / "e.csv", user_col="u", item_col="i", time_col="t",
-                         rating_col="r", filters=Filters(min_rating=4, dedup=True))  # fmt: skip
+    ds = prepare_dataset(
+        "csv",
+        tmp_path / "ds",
+        raw=tmp_path / "e.csv",
+        user_col="u",
+        item_col="i",
+        time_col="t",
+        rating_col="r",
+        filters=Filters(min_rating=4, dedup=True),
+    )
     assert ds.num_interactions == 3 and ds.num_items == 2
-    assert ds.manifest["filters"] == {"min_rating": 4.0, "dedup": True, "user_core": 0, "item_core": 0, "core_once": False}
+    assert ds.manifest["filters"] == {
+        "min_rating": 4.0,
+        "dedup": True,
+        "user_core": 0,
+        "item_core": 0,
+        "core_once": False,
+    }
     assert ds.manifest["filter_report"] == {"raw": 5, "after_min_rating": 4, "after_dedup": 3}
     assert ds.user_raw_ids() == [None, "a", "b"]
 

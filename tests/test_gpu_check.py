@@ -15,10 +15,23 @@ def test_gpu_check_runs_every_family_on_cpu(data_dir, tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     out = tmp_path / "rows.json"
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny",
-                           "--work", str(tmp_path / "work"), "--json-out", str(out)], capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "GENREC_DATA_DIR": str(data_dir),
-                                            "GENREC_CACHE_DIR": str(tmp_path / "cache")})  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "gpu_check.py"),
+            "--device",
+            "cpu",
+            "--tiny",
+            "--work",
+            str(tmp_path / "work"),
+            "--json-out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "GENREC_DATA_DIR": str(data_dir), "GENREC_CACHE_DIR": str(tmp_path / "cache")},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = {row["family"]: row for row in json.loads(out.read_text())}
     assert list(rows) == ["popularity", "sasrec", "hstu", "hllm", "tiger", "sid-llm", "embed"]

@@ -39,8 +39,10 @@ from genrec.train.trainer import Trainer  # noqa: E402
 # ---- item text ------------------------------------------------------------------------------------
 def test_item_text_uses_the_official_hllm_format(ml100k, item_texts):
     assert item_texts.texts[0] == ""
-    assert item_texts.texts[1] == ("Compress the following sentence into embedding: "
-                                   "title: Toy Storyyear: 1995genres: Animation, Children's, Comedy")  # fmt: skip
+    assert item_texts.texts[1] == (
+        "Compress the following sentence into embedding: "
+        "title: Toy Storyyear: 1995genres: Animation, Children's, Comedy"
+    )
     assert item_texts.fields == ["title", "year", "genres"] and item_texts.empty == 0
     only_year = render_item_texts(ml100k, TextTemplate(prompt="", fields=["year"], separator=" | "))
     assert only_year.texts[1] == "year: 1995"
@@ -186,7 +188,9 @@ def test_infonce_masks_the_duplicate_and_learns_a_clamped_temperature():
     table = F.normalize(torch.randn(11, 4), dim=-1)
     table[2] = table[1]
     users = table[[1]].clone()
-    loss = SharedPoolInfoNCE(10, num_negatives=50, temperature=0.05, learn_temperature=True, false_negative_threshold=0.99)
+    loss = SharedPoolInfoNCE(
+        10, num_negatives=50, temperature=0.05, learn_temperature=True, false_negative_threshold=0.99
+    )
     torch.manual_seed(0)
     masked = loss(users, torch.tensor([1]), _Table(table))
     plain = SharedPoolInfoNCE(10, num_negatives=50, temperature=0.05)
@@ -202,9 +206,18 @@ def test_infonce_masks_the_duplicate_and_learns_a_clamped_temperature():
 
 
 # ---- training -------------------------------------------------------------------------------------
-TINY_HLLM = ["model.name=hllm", "model.user.max_len=20", "model.user.dim=16", "model.user.attention_dim=8",
-             "model.user.value_dim=8", "model.item_llm.max_tokens=40", "train.batch_size=64", "train.device=cpu",
-             "eval.ks=[10, 50]", "train.patience=null"]  # fmt: skip
+TINY_HLLM = [
+    "model.name=hllm",
+    "model.user.max_len=20",
+    "model.user.dim=16",
+    "model.user.attention_dim=8",
+    "model.user.value_dim=8",
+    "model.item_llm.max_tokens=40",
+    "train.batch_size=64",
+    "train.device=cpu",
+    "eval.ks=[10, 50]",
+    "train.patience=null",
+]
 
 
 def _hllm_config(ml100k, model_dir, *overrides):
@@ -237,10 +250,19 @@ def test_hllm_config_errors(ml100k, tiny_llama):
 
 def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, tiny_llama, monkeypatch):
     pytest.importorskip("peft")
-    config = _hllm_config(ml100k, tiny_llama, "model.item_llm.train=lora", "model.item_llm.pooling=item-token",
-                          "model.item_llm.lora_targets=[q_proj, v_proj]", "train.loss.name=infonce",
-                          "train.loss.num_negatives=16", "train.loss.learn_temperature=true", "train.batch_size=8",
-                          "train.epochs=1", "model.user.max_len=5")  # fmt: skip
+    config = _hllm_config(
+        ml100k,
+        tiny_llama,
+        "model.item_llm.train=lora",
+        "model.item_llm.pooling=item-token",
+        "model.item_llm.lora_targets=[q_proj, v_proj]",
+        "train.loss.name=infonce",
+        "train.loss.num_negatives=16",
+        "train.loss.learn_temperature=true",
+        "train.batch_size=8",
+        "train.epochs=1",
+        "model.user.max_len=5",
+    )
     dataset = dataset_for(config.data)
     model = build_model(dataset, config, progress=False)
     assert isinstance(model, HLLM)
@@ -283,10 +305,21 @@ def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, ti
 
 def test_a_causal_lm_user_model_reads_item_embeddings_as_inputs_embeds(ml100k, tiny_llama, tmp_path):
     """HLLM's user LLM: the tiny Llama reads the frozen item tower's vectors; its own weights train."""
-    config = load_config(None, [f"data.path={ml100k.path}", "model.name=hllm", f"model.item_llm.path={tiny_llama}",
-                                "model.item_llm.max_tokens=40", f"model.user={{name: llm, path: '{tiny_llama}', max_len: 10}}",
-                                "train.batch_size=64", "train.device=cpu", "eval.ks=[10]", "train.epochs=1",
-                                "train.loss.name=full"])  # fmt: skip
+    config = load_config(
+        None,
+        [
+            f"data.path={ml100k.path}",
+            "model.name=hllm",
+            f"model.item_llm.path={tiny_llama}",
+            "model.item_llm.max_tokens=40",
+            f"model.user={{name: llm, path: '{tiny_llama}', max_len: 10}}",
+            "train.batch_size=64",
+            "train.device=cpu",
+            "eval.ks=[10]",
+            "train.epochs=1",
+            "train.loss.name=full",
+        ],
+    )
     dataset = dataset_for(config.data)
     model = build_model(dataset, config, progress=False)
     assert model.normalised and model.user_model.dim == 32  # the tower projects to the LLM's width
@@ -303,8 +336,17 @@ def test_a_causal_lm_user_model_reads_item_embeddings_as_inputs_embeds(ml100k, t
 
 
 def test_a_causal_lm_is_also_a_sequential_model_over_id_embeddings(ml100k, tiny_llama, tmp_path):
-    config = load_config(None, [f"data.path={ml100k.path}", f"model={{name: llm, path: '{tiny_llama}', max_len: 8}}",
-                                "train.batch_size=128", "train.epochs=1", "train.device=cpu", "eval.ks=[10]",
-                                "train.loss.name=full"])  # fmt: skip
+    config = load_config(
+        None,
+        [
+            f"data.path={ml100k.path}",
+            f"model={{name: llm, path: '{tiny_llama}', max_len: 8}}",
+            "train.batch_size=128",
+            "train.epochs=1",
+            "train.device=cpu",
+            "eval.ks=[10]",
+            "train.loss.name=full",
+        ],
+    )
     result = run(config, tmp_path / "llm", progress=False)
     assert result.metrics["test"]["num_users"] == 943 and 0 <= result.metrics["test"]["ndcg@10"] <= 1

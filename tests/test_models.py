@@ -155,7 +155,12 @@ def test_scorer_gives_the_same_scores_in_any_chunking(chunk_rows):
 
     model = HSTU(NUM_ITEMS, HSTUConfig(max_len=12, dim=16, attention_dim=8, value_dim=8, dropout=0.0)).eval()
     items, times, lengths = random_batch()
-    batch = EvalBatch(users=torch.arange(1, 4), history=items, history_timestamps=times, lengths=lengths,
-                      target_timestamps=times.max(dim=1).values + 100)  # fmt: skip
+    batch = EvalBatch(
+        users=torch.arange(1, 4),
+        history=items,
+        history_timestamps=times,
+        lengths=lengths,
+        target_timestamps=times.max(dim=1).values + 100,
+    )
     whole = SequentialScorer(model, chunk_rows=1000)(batch)
     torch.testing.assert_close(SequentialScorer(model, chunk_rows=chunk_rows)(batch), whole, rtol=1e-5, atol=1e-6)

@@ -34,8 +34,13 @@ def expected_sequences(rows):
 def test_ml100k_counts_text_and_ids(ml100k, data_dir):
     assert (ml100k.num_users, ml100k.num_items, ml100k.num_interactions) == (943, 1682, 100000)
     items = ml100k.items.to_pylist()
-    assert items[0] == {"item": 1, "raw_id": 1, "title": "Toy Story", "year": 1995,
-                        "genres": ["Animation", "Children's", "Comedy"]}
+    assert items[0] == {
+        "item": 1,
+        "raw_id": 1,
+        "title": "Toy Story",
+        "year": 1995,
+        "genres": ["Animation", "Children's", "Comedy"],
+    }
     assert ml100k.manifest["text_fields"] == ["title", "year", "genres"]
     # the "unknown" movie (raw id 267) has no year and only the unknown genre
     assert items[266]["title"] == "unknown" and items[266]["year"] is None
@@ -98,12 +103,24 @@ def test_split_title_year(raw, title, year):
 
 def test_ml_csv_release_with_quotes_tags_and_no_genres(tmp_path):
     raw = tmp_path / "ml-latest-small"
-    write_lines(raw / "ratings.csv", ["userId,movieId,rating,timestamp", "1,10,4.0,100", "1,20,3.5,100",
-                                      "2,10,5.0,50", "2,30,0.5,60"])  # fmt: skip
-    write_lines(raw / "movies.csv", ["movieId,title,genres", '10,"American President, The (1995)",Comedy|Drama',
-                                     "20,Hyena Road,(no genres listed)", "30,Heat (1995),Action", "40,Unrated (2001),Drama"])  # fmt: skip
-    write_lines(raw / "tags.csv", ["userId,movieId,tag,timestamp", "1,10,funny,1", "2,10,politics,2",
-                                   "3,10,politics,3", "1,30,long,4"])  # fmt: skip
+    write_lines(
+        raw / "ratings.csv",
+        ["userId,movieId,rating,timestamp", "1,10,4.0,100", "1,20,3.5,100", "2,10,5.0,50", "2,30,0.5,60"],
+    )
+    write_lines(
+        raw / "movies.csv",
+        [
+            "movieId,title,genres",
+            '10,"American President, The (1995)",Comedy|Drama',
+            "20,Hyena Road,(no genres listed)",
+            "30,Heat (1995),Action",
+            "40,Unrated (2001),Drama",
+        ],
+    )
+    write_lines(
+        raw / "tags.csv",
+        ["userId,movieId,tag,timestamp", "1,10,funny,1", "2,10,politics,2", "3,10,politics,3", "1,30,long,4"],
+    )
     ds = prepare_dataset("ml-latest-small", tmp_path / "out", raw=raw)
     items = {row["raw_id"]: row for row in ds.items.to_pylist()}
     assert items[10]["title"] == "American President, The" and items[10]["genres"] == ["Comedy", "Drama"]

@@ -48,7 +48,10 @@ def test_recbole_scientific_keeps_its_split(data_dir, tmp_path):
     assert ds.num_interactions == sum(len(h) + 1 for _, h, _ in test_rows)
     asin = dict(line.split("\t")[::-1] for line in (folder / "Scientific.item2index").read_text().splitlines())
     asin = {k.strip(): v for k, v in asin.items()}
-    name = {v.strip(): k for k, v in (line.split("\t") for line in (folder / "Scientific.user2index").read_text().splitlines())}
+    name = {
+        v.strip(): k
+        for k, v in (line.split("\t") for line in (folder / "Scientific.user2index").read_text().splitlines())
+    }
     split = make_split(ds.sequences, predefined=ds.split_cases)
     assert split.protocol == "predefined"
     items, users = ds.item_raw_ids(), ds.user_raw_ids()

@@ -16,8 +16,12 @@ from genrec.data import prepare_dataset
 from genrec.data.splits import make_split
 from genrec.errors import DataError, GenrecError
 
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 # ids as people write them: numbers, or text with spaces, accents and punctuation (quoted by the writer)
 text_ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=8)
@@ -31,8 +35,25 @@ def _looks_special(value: str) -> bool:
         return True
     except ValueError:
         pass
-    return value.lower() in {"", "na", "n/a", "nan", "-nan", "null", "none", "true", "false", "#n/a", "1.#ind",
-                             "-1.#ind", "1.#qnan", "-1.#qnan", "#n/a n/a", "<na>", "-na"}  # fmt: skip
+    return value.lower() in {
+        "",
+        "na",
+        "n/a",
+        "nan",
+        "-nan",
+        "null",
+        "none",
+        "true",
+        "false",
+        "#n/a",
+        "1.#ind",
+        "-1.#ind",
+        "1.#qnan",
+        "-1.#qnan",
+        "#n/a n/a",
+        "<na>",
+        "-na",
+    }
 
 
 @st.composite
@@ -111,8 +132,9 @@ def test_leave_one_out_holds_out_each_users_last_two_events(histories):
     assert len(split.test) == sum(len(h) >= 3 for h in histories)
 
 
-GOOD = "user_id,item_id,timestamp\n" + "".join(f"{u},{10 + (u * 7 + k) % 5},{1000 + 3 * k}\n" for u in range(1, 6)
-                                              for k in range(4))  # fmt: skip
+GOOD = "user_id,item_id,timestamp\n" + "".join(
+    f"{u},{10 + (u * 7 + k) % 5},{1000 + 3 * k}\n" for u in range(1, 6) for k in range(4)
+)
 DAMAGE = st.sampled_from(list(b"0123456789abcxyz,\n") + [0xE9, 0xFF, None])  # None: delete the byte
 
 

@@ -51,7 +51,8 @@ def test_the_published_letter_sids_load_with_their_collisions(data_dir, tmp_path
     assert np.array_equal(again.codes, sids.codes)
     write_index_json(sids, keys, tmp_path / "copy.index.json")
     assert json.loads((tmp_path / "copy.index.json").read_text()) == json.loads(
-        (data_dir / "amazon-beauty" / "Beauty.index.json").read_text())  # fmt: skip
+        (data_dir / "amazon-beauty" / "Beauty.index.json").read_text()
+    )
     with pytest.raises(DataError, match="1 items have no semantic ID"):
         read_index_json(data_dir / "amazon-beauty" / "Beauty.index.json", [*keys, "no-such-item"])
 
@@ -95,8 +96,17 @@ def test_collisions_are_resolved_both_ways():
     codes = np.array([[1, 2], [1, 2], [1, 2], [0, 5], [0, 5], [3, 3]])
     extra = add_disambiguation_level(codes)
     assert extra[:, 2].tolist() == [0, 1, 2, 0, 1, 0] and len(np.unique(extra, axis=0)) == 6
-    distances = np.array([[0.0, 1, 2, 3, 4, 5], [0, 1, 0.1, 3, 4, 5], [9, 9, 0.5, 9, 0.2, 9],
-                          [0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5]], dtype=float)  # fmt: skip
+    distances = np.array(
+        [
+            [0.0, 1, 2, 3, 4, 5],
+            [0, 1, 0.1, 3, 4, 5],
+            [9, 9, 0.5, 9, 0.2, 9],
+            [0, 1, 2, 3, 4, 5],
+            [5, 4, 3, 2, 1, 0],
+            [0, 1, 2, 3, 4, 5],
+        ],
+        dtype=float,
+    )
     moved, stuck = reassign_to_free_codes(codes, distances)
     assert stuck == 0 and len(np.unique(moved, axis=0)) == 6
     assert (moved[:, 0] == codes[:, 0]).all()  # only the last level changes
@@ -124,9 +134,16 @@ def test_constrained_beam_search_of_a_random_model_yields_only_real_sids(tiny_ll
     sids = rng.integers(10, 60, size=(30, 3)).tolist()
     trie = SIDTrie(sids, items=list(range(1, 31)))
     prompt = torch.tensor([[3, 4, 5, 6]])
-    out = model.generate(prompt, num_beams=8, num_return_sequences=8, do_sample=False, max_new_tokens=4,
-                         prefix_allowed_tokens_fn=trie.prefix_allowed_tokens_fn(4, end_token=1),
-                         eos_token_id=1, pad_token_id=1)  # fmt: skip
+    out = model.generate(
+        prompt,
+        num_beams=8,
+        num_return_sequences=8,
+        do_sample=False,
+        max_new_tokens=4,
+        prefix_allowed_tokens_fn=trie.prefix_allowed_tokens_fn(4, end_token=1),
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     beams = [seq[4:7] for seq in out.tolist()]
     assert all(trie.items(b) for b in beams) and len({tuple(b) for b in beams}) == 8
 
@@ -135,8 +152,19 @@ def test_constrained_beam_search_of_a_random_model_yields_only_real_sids(tiny_ll
 def test_sid_build_writes_unique_sids(data_dir, tmp_path, tiny_bert, capsys):
     office = prepare_dataset("minionerec", tmp_path / "office", raw=data_dir / "minionerec", name="Office_Products")
     out = tmp_path / "office.index.json"
-    argv = ["sid", "build", "--data", str(office.path), "--embedder", str(tiny_bert), "--levels", "16,16,16",
-            "--out", str(out), "--json"]  # fmt: skip
+    argv = [
+        "sid",
+        "build",
+        "--data",
+        str(office.path),
+        "--embedder",
+        str(tiny_bert),
+        "--levels",
+        "16,16,16",
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert main([*argv, "--collisions", "extra-level"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["num_items"] == 3459 and report["collisions_before"] > 0 and report["collisions_after"] == 0

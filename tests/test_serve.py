@@ -31,13 +31,32 @@ TINY = {
     "sasrec": ["model.name=sasrec", "model.max_len=20", "model.dim=16"],
     "popularity": ["model.name=popularity"],
 }
-TIGER = ["model.name=tiger", "model.max_len=5", "model.dim=32", "model.num_layers=1", "model.num_heads=2",
-         "model.head_dim=16", "model.ffn_dim=64", "model.dropout=0.0", "model.user_tokens=8", "model.num_beams=10"]  # fmt: skip
+TIGER = [
+    "model.name=tiger",
+    "model.max_len=5",
+    "model.dim=32",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.head_dim=16",
+    "model.ffn_dim=64",
+    "model.dropout=0.0",
+    "model.user_tokens=8",
+    "model.num_beams=10",
+]
 
 
 def _train(tmp_path_factory, name: str, overrides: list[str]):
-    config = load_config(None, [*overrides, "train.epochs=1", "train.batch_size=128", "train.device=cpu",
-                                "eval.ks=[10]", "eval.max_cases=200"])  # fmt: skip
+    config = load_config(
+        None,
+        [
+            *overrides,
+            "train.epochs=1",
+            "train.batch_size=128",
+            "train.device=cpu",
+            "eval.ks=[10]",
+            "eval.max_cases=200",
+        ],
+    )
     return run(config, tmp_path_factory.mktemp(name) / "run", progress=False).run_dir
 
 
@@ -50,15 +69,27 @@ def ml_runs(ml100k, tmp_path_factory):
 def tiger_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("walk")
     dataset, sid_file = walk_dataset(folder, users=60)
-    return _train(tmp_path_factory, "tiger", [f"data.path={dataset.path}", f"model.sid_file={sid_file}", *TIGER,
-                                              "train.lr=0.01"])  # fmt: skip
+    return _train(
+        tmp_path_factory, "tiger", [f"data.path={dataset.path}", f"model.sid_file={sid_file}", *TIGER, "train.lr=0.01"]
+    )
 
 
 @pytest.fixture(scope="module")
 def hllm_run(ml100k, tiny_llama, tmp_path_factory):
-    return _train(tmp_path_factory, "hllm", [f"data.path={ml100k.path}", "model.name=hllm", f"model.item_llm.path={tiny_llama}",
-                                             "model.user.max_len=20", "model.user.dim=16", "model.user.attention_dim=8",
-                                             "model.user.value_dim=8", "model.item_llm.max_tokens=40"])  # fmt: skip
+    return _train(
+        tmp_path_factory,
+        "hllm",
+        [
+            f"data.path={ml100k.path}",
+            "model.name=hllm",
+            f"model.item_llm.path={tiny_llama}",
+            "model.user.max_len=20",
+            "model.user.dim=16",
+            "model.user.attention_dim=8",
+            "model.user.value_dim=8",
+            "model.item_llm.max_tokens=40",
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +100,32 @@ def sid_llm_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("walk-llm")
     dataset, sid_file = walk_dataset(folder, users=60)
     words = [PromptConfig().next_item, PromptConfig().title_to_sid, PromptConfig().sid_to_title]
-    llama = _write_tiny_model(folder / "llama", words, False, "LlamaForCausalLM", "LlamaConfig", hidden_size=32,
-                              intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                              max_position_embeddings=512)  # fmt: skip
-    return _train(tmp_path_factory, "sid-llm", [f"data.path={dataset.path}", "model.name=sid-llm", f"model.path={llama}",
-                                                f"model.sid_file={sid_file}", "model.max_len=5", "model.num_beams=10",
-                                                "train.lr=0.01"])  # fmt: skip
+    llama = _write_tiny_model(
+        folder / "llama",
+        words,
+        False,
+        "LlamaForCausalLM",
+        "LlamaConfig",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    return _train(
+        tmp_path_factory,
+        "sid-llm",
+        [
+            f"data.path={dataset.path}",
+            "model.name=sid-llm",
+            f"model.path={llama}",
+            f"model.sid_file={sid_file}",
+            "model.max_len=5",
+            "model.num_beams=10",
+            "train.lr=0.01",
+        ],
+    )
 
 
 def evaluator_scores(rec: Recommender, which: str = "test", cases: int = 40):
@@ -84,15 +135,30 @@ def evaluator_scores(rec: Recommender, which: str = "test", cases: int = 40):
     chosen = split.cases(which)
     starts, ends = chosen.history_start[:cases], chosen.history_end[:cases]
     items, times, lengths = padded_histories(split.sequences, starts, ends)
-    batch = EvalBatch(torch.from_numpy(chosen.users[:cases]), torch.from_numpy(items), torch.from_numpy(times),
-                      torch.from_numpy(lengths), torch.from_numpy(chosen.target_timestamps[:cases]))  # fmt: skip
+    batch = EvalBatch(
+        torch.from_numpy(chosen.users[:cases]),
+        torch.from_numpy(items),
+        torch.from_numpy(times),
+        torch.from_numpy(lengths),
+        torch.from_numpy(chosen.target_timestamps[:cases]),
+    )
     scores = rec.scorer(batch).float().clone()
     rows = np.repeat(np.arange(len(starts)), ends - starts)
-    scores[torch.from_numpy(rows), torch.from_numpy(split.sequences.items[flat_ranges(starts, ends - starts)])] = -np.inf
+    scores[
+        torch.from_numpy(rows), torch.from_numpy(split.sequences.items[flat_ranges(starts, ends - starts)])
+    ] = -np.inf
     scores[:, 0] = -np.inf
     raw = rec.item_raw_ids
-    queries = [Query([raw[i] for i in items[r, : lengths[r]]], 10, times[r, : lengths[r]].tolist(),
-                     int(chosen.target_timestamps[r]), user=int(chosen.users[r])) for r in range(len(starts))]  # fmt: skip
+    queries = [
+        Query(
+            [raw[i] for i in items[r, : lengths[r]]],
+            10,
+            times[r, : lengths[r]].tolist(),
+            int(chosen.target_timestamps[r]),
+            user=int(chosen.users[r]),
+        )
+        for r in range(len(starts))
+    ]
     return scores, queries
 
 
@@ -162,7 +228,10 @@ def test_odd_histories_are_answered(ml_runs):
     assert mixed.unknown_items == 2 and not mixed.fallback
     assert [i.id for i in mixed.items] == [i.id for i in rec.recommend(history[-5:], k=5).items]
     # a history longer than max_len (20) is read from its latest 20 events, and all of it is excluded
-    long, latest = rec.recommend(history, k=10, exclude_seen=False), rec.recommend(history[-20:], k=10, exclude_seen=False)
+    long, latest = (
+        rec.recommend(history, k=10, exclude_seen=False),
+        rec.recommend(history[-20:], k=10, exclude_seen=False),
+    )
     assert [i.id for i in long.items] == [i.id for i in latest.items]
     assert not set(history) & {i.id for i in rec.recommend(history, k=50).items}
     assert rec.recommend(history[-5:]).time_source == "positions"
@@ -210,7 +279,10 @@ def test_recommend_command(ml_runs, tmp_path, capsys):
     users = tmp_path / "users.txt"
     users.write_text("1\n2\nnobody\n")
     out = tmp_path / "recs.parquet"
-    assert main(["recommend", str(ml_runs["hstu"]), "--users", str(users), "--k", "3", "--out", str(out), "--json", "-q"]) == 0
+    assert (
+        main(["recommend", str(ml_runs["hstu"]), "--users", str(users), "--k", "3", "--out", str(out), "--json", "-q"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["requests"] == 2 and report["rows"] == 6 and report["skipped_users"] == 1
     assert main(["recommend", str(ml_runs["hstu"]), "--out", str(ml_runs["hstu"] / "config.json"), "-q"]) == 2
@@ -349,8 +421,11 @@ def test_genrec_serve_answers_over_http(ml_runs, tmp_path):
             except OSError:
                 assert server.poll() is None, server.communicate()[1][-2000:]
                 time.sleep(0.1)
-        request = urllib.request.Request(f"{url}/recommend", data=json.dumps({"history": ["50", "181"], "k": 3}).encode(),
-                                         headers={"content-type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{url}/recommend",
+            data=json.dumps({"history": ["50", "181"], "k": 3}).encode(),
+            headers={"content-type": "application/json"},
+        )
         body = json.loads(urllib.request.urlopen(request, timeout=10).read())
         rec = Recommender.from_run(ml_runs["hstu"])
         assert [i["id"] for i in body["items"]] == [str(i.id) for i in rec.recommend(["50", "181"], k=3).items]

@@ -39,9 +39,20 @@ PROMPT_WORDS = [PromptConfig().next_item, PromptConfig().title_to_sid, PromptCon
 
 
 def _tiny_llama(folder, tie: bool = False):
-    return _write_tiny_model(folder, PROMPT_WORDS, False, "LlamaForCausalLM", "LlamaConfig", hidden_size=32,
-                             intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                             max_position_embeddings=512, tie_word_embeddings=tie)  # fmt: skip
+    return _write_tiny_model(
+        folder,
+        PROMPT_WORDS,
+        False,
+        "LlamaForCausalLM",
+        "LlamaConfig",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=tie,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +64,22 @@ def walk(tmp_path_factory):
 
 def _config(walk, *extra: str, mode: str = "lora"):
     dataset, sid_file, llama = walk
-    return load_config(None, [f"data.path={dataset.path}", "model.name=sid-llm", f"model.path={llama}",
-                              f"model.sid_file={sid_file}", f"model.train={mode}", "model.max_len=5",
-                              "model.num_beams=10", "eval.ks=[1,5,10]", "train.batch_size=16", "train.lr=0.01", *extra])  # fmt: skip
+    return load_config(
+        None,
+        [
+            f"data.path={dataset.path}",
+            "model.name=sid-llm",
+            f"model.path={llama}",
+            f"model.sid_file={sid_file}",
+            f"model.train={mode}",
+            "model.max_len=5",
+            "model.num_beams=10",
+            "eval.ks=[1,5,10]",
+            "train.batch_size=16",
+            "train.lr=0.01",
+            *extra,
+        ],
+    )
 
 
 # ---- token extension ----------------------------------------------------------------------------------
@@ -75,10 +99,16 @@ def test_sid_tokens_are_added_once_with_mean_rows_and_left_padding(tmp_path, tie
     rows = model.get_input_embeddings().weight.detach()
     torch.testing.assert_close(rows[: len(old)], old)
     torch.testing.assert_close(rows[len(old) :], old.mean(0).expand(8, -1))
-    torch.testing.assert_close(model.get_output_embeddings().weight.detach()[len(old) :], old_head.mean(0).expand(8, -1))
+    torch.testing.assert_close(
+        model.get_output_embeddings().weight.detach()[len(old) :], old_head.mean(0).expand(8, -1)
+    )
     assert tokenizer.padding_side == "left" and tokenizer.pad_token == tokenizer.eos_token
     again = add_sid_tokens(model, tokenizer, sids)  # an extended tokenizer is not extended twice
-    assert len(tokenizer) == len(old) + 8 and again.new_token_ids == [] and torch.equal(again.item_tokens, extended.item_tokens)
+    assert (
+        len(tokenizer) == len(old) + 8
+        and again.new_token_ids == []
+        and torch.equal(again.item_tokens, extended.item_tokens)
+    )
 
 
 # ---- the SFT loss -------------------------------------------------------------------------------------
@@ -153,16 +183,23 @@ def test_rewards_match_hand_computed_values():
     torch.testing.assert_close(rank_penalties(4), torch.tensor(expected_penalties))
     hits = torch.tensor([[False, True, False, False], [False, False, False, False]])
     assert rule_rewards(hits).tolist() == [[0, 1, 0, 0], [0, 0, 0, 0]]
-    torch.testing.assert_close(ranking_rewards(hits), torch.tensor(
-        [[expected_penalties[0], 1.0, expected_penalties[2], expected_penalties[3]], [0.0, 0.0, 0.0, 0.0]]))  # fmt: skip
+    torch.testing.assert_close(
+        ranking_rewards(hits),
+        torch.tensor(
+            [[expected_penalties[0], 1.0, expected_penalties[2], expected_penalties[3]], [0.0, 0.0, 0.0, 0.0]]
+        ),
+    )
     scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]])  # column 0 = padding
     probs = [math.exp(s) / (math.e + math.e**2 + math.e**3) for s in (1.0, 2.0, 3.0)]
-    torch.testing.assert_close(collaborative_rewards(torch.tensor([[3, 1]]), scores), torch.tensor([[probs[2], probs[0]]]))
+    torch.testing.assert_close(
+        collaborative_rewards(torch.tensor([[3, 1]]), scores), torch.tensor([[probs[2], probs[0]]])
+    )
     rewards = torch.tensor([[1.0, 0.0, 0.0, 5.0]])
     valid = torch.tensor([[True, True, True, False]])
     mean, std = 1 / 3, math.sqrt(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 3)
-    torch.testing.assert_close(group_advantages(rewards, valid, eps=0.0),
-                               torch.tensor([[(1 - mean) / std, -mean / std, -mean / std, 0.0]]))  # fmt: skip
+    torch.testing.assert_close(
+        group_advantages(rewards, valid, eps=0.0), torch.tensor([[(1 - mean) / std, -mean / std, -mean / std, 0.0]])
+    )
 
 
 def test_rl_examples_are_every_training_target(walk):
@@ -170,8 +207,11 @@ def test_rl_examples_are_every_training_target(walk):
     dataset = dataset_for(config.data)
     split = split_for(dataset, config)
     examples = training_examples(split.train, build_model(dataset, config, progress=False))
-    expected = [(u, split.train.user(u)[t]) for u in range(1, split.train.num_users + 1)
-                for t in range(1, len(split.train.user(u)))]  # fmt: skip
+    expected = [
+        (u, split.train.user(u)[t])
+        for u in range(1, split.train.num_users + 1)
+        for t in range(1, len(split.train.user(u)))
+    ]
     assert sorted(zip(examples.users.tolist(), examples.targets.tolist())) == sorted(expected)
 
 
@@ -183,7 +223,9 @@ def test_one_grpo_step_changes_the_trainable_weights_only(walk):
     reference.load_state_dict(model.state_dict())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    examples = TrainSequences(split_for(dataset, config).train, model.train_len).collate([1, 2, 3]).next_item_examples(5)
+    examples = (
+        TrainSequences(split_for(dataset, config).train, model.train_len).collate([1, 2, 3]).next_item_examples(5)
+    )
     # rewards need a hit in some group to give a gradient: aim the targets at the model's own favourite SIDs
     tables = model.level_tables()
     ids, mask = model.history_prompts(examples.history, examples.lengths)
@@ -200,31 +242,59 @@ def test_one_grpo_step_changes_the_trainable_weights_only(walk):
 # ---- the CLI and bad input ----------------------------------------------------------------------------
 def test_sft_then_rl_then_eval_through_the_cli(walk, tmp_path, capsys):
     dataset, sid_file, llama = walk
-    sets = [f"data.path={dataset.path}", "model.name=sid-llm", f"model.path={llama}", f"model.sid_file={sid_file}",
-            "model.max_len=5", "model.num_beams=10", "eval.ks=[1,5,10]", "train.epochs=2", "train.batch_size=16"]  # fmt: skip
+    sets = [
+        f"data.path={dataset.path}",
+        "model.name=sid-llm",
+        f"model.path={llama}",
+        f"model.sid_file={sid_file}",
+        "model.max_len=5",
+        "model.num_beams=10",
+        "eval.ks=[1,5,10]",
+        "train.epochs=2",
+        "train.batch_size=16",
+    ]
     config_file = tmp_path / "sft.yaml"
     config_file.write_text("name: walk-sft\n")
     args = [a for s in sets for a in ("--set", s)]
     assert main(["llm", "sft", str(config_file), *args, "--out", str(tmp_path / "sft"), "--json"]) == 0
     sft = json.loads(capsys.readouterr().out)
     rl_file = tmp_path / "rl.yaml"
-    rl_file.write_text("rl: {num_generations: 4, reward: ranking}\ntrain: {max_steps: 2, batch_size: 4, eval_every: 1, lr: 0.0001}\n"
-                       "eval: {ks: [1, 5, 10]}\n")  # fmt: skip
-    assert main(["llm", "rl", str(rl_file), "--from", str(tmp_path / "sft"), "--out", str(tmp_path / "rl"), "--json"]) == 0
+    rl_file.write_text(
+        "rl: {num_generations: 4, reward: ranking}\ntrain: {max_steps: 2, batch_size: 4, eval_every: 1, lr: 0.0001}\n"
+        "eval: {ks: [1, 5, 10]}\n"
+    )
+    assert (
+        main(["llm", "rl", str(rl_file), "--from", str(tmp_path / "sft"), "--out", str(tmp_path / "rl"), "--json"]) == 0
+    )
     rl = json.loads(capsys.readouterr().out)
     assert rl["steps"] == 2 and 0 <= rl["test"]["hr@10"] <= 1 and sft["test"]["num_users"] == rl["test"]["num_users"]
     assert main(["eval", str(tmp_path / "rl"), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["hr@10"] == rl["test"]["hr@10"]
     # RL from a run that is not an SFT-trained SID LLM
-    assert main(["train", "--set", f"data.path={dataset.path}", "--set", "model.name=popularity", "--out",
-                 str(tmp_path / "pop")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--set",
+                f"data.path={dataset.path}",
+                "--set",
+                "model.name=popularity",
+                "--out",
+                str(tmp_path / "pop"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     with pytest.raises(ConfigError, match="RL starts from a trained sid-llm run"):
         rl_config(None, [], tmp_path / "pop")
     # the collaborative reward reads another genrec run (here the popularity baseline)
-    collaborative = rl_config(rl_file, ["rl.reward=collaborative", f"rl.collaborative_run={tmp_path / 'pop'}",
-                                        "train.max_steps=1"], tmp_path / "sft")  # fmt: skip
+    collaborative = rl_config(
+        rl_file,
+        ["rl.reward=collaborative", f"rl.collaborative_run={tmp_path / 'pop'}", "train.max_steps=1"],
+        tmp_path / "sft",
+    )
     assert train_grpo(collaborative, tmp_path / "rl-cf", progress=False)["steps"] == 1
     rewards = [json.loads(line) for line in (tmp_path / "rl-cf" / "metrics.jsonl").read_text().splitlines()]
     train_rewards = [r["reward"] for r in rewards if r["split"] == "train"]
@@ -247,8 +317,11 @@ def test_sft_then_rl_then_eval_through_the_cli(walk, tmp_path, capsys):
 
 def test_rl_resumes_to_the_same_weights_as_an_uninterrupted_run(walk, tmp_path, capsys):
     run(_config(walk, "train.epochs=1"), tmp_path / "sft", progress=False)
-    config = rl_config(None, ["rl.num_generations=4", "train.max_steps=3", "train.batch_size=4", "train.eval_every=1",
-                              "train.lr=0.003"], tmp_path / "sft")  # fmt: skip
+    config = rl_config(
+        None,
+        ["rl.num_generations=4", "train.max_steps=3", "train.batch_size=4", "train.eval_every=1", "train.lr=0.003"],
+        tmp_path / "sft",
+    )
     whole = train_grpo(config, tmp_path / "whole", progress=False)
     assert train_grpo(config, tmp_path / "parts", progress=False, stop_after_step=1) is None
     assert main(["llm", "rl", "--resume", str(tmp_path / "parts"), "--json"]) == 0
@@ -262,8 +335,11 @@ def test_rl_resumes_to_the_same_weights_as_an_uninterrupted_run(walk, tmp_path, 
     assert any(not torch.equal(first[k], v) for k, v in last[0]["model"].items())  # RL moved the weights...
     for key, value in last[0]["model"].items():
         assert torch.equal(value, last[1]["model"][key]), key  # ...and the resumed run moved them identically
-    steps = [json.loads(r)["step"] for r in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()
-             if json.loads(r)["split"] == "train"]  # fmt: skip
+    steps = [
+        json.loads(r)["step"]
+        for r in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(r)["split"] == "train"
+    ]
     assert steps == [1, 2, 3]
     assert (tmp_path / "parts" / "curves.png").stat().st_size > 0  # reward, hit rate, KL and validation per step
     assert main(["llm", "rl", "--resume", str(tmp_path / "parts"), "--set", "rl.beta=0.5"]) == 2
@@ -283,12 +359,17 @@ def test_sid_llm_config_errors(walk):
     with pytest.raises(ConfigError, match="rl.num_generations must be >= 2"):
         _config(walk, "rl.num_generations=1")
     with pytest.raises(ConfigError, match="the prompts use item titles but the dataset has no .name. item field"):
-        build_model(dataset_for(_config(walk).data), _config(walk, "model.prompts.title_field=name",
-                                                             "model.prompts.with_titles=true"), progress=False)
+        build_model(
+            dataset_for(_config(walk).data),
+            _config(walk, "model.prompts.title_field=name", "model.prompts.with_titles=true"),
+            progress=False,
+        )
 
 
 def test_sft_lowers_the_answer_loss_and_raises_the_ranking(walk, tmp_path):
-    untrained = run(_config(walk, "train.epochs=1", "train.max_steps=1", "train.lr=1e-9"), tmp_path / "a", progress=False)
+    untrained = run(
+        _config(walk, "train.epochs=1", "train.max_steps=1", "train.lr=1e-9"), tmp_path / "a", progress=False
+    )
     trained = run(_config(walk, "train.epochs=12", "train.eval_every=4", mode="full"), tmp_path / "b", progress=False)
     log = [json.loads(line) for line in (trained.run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r["split"] == "train"]

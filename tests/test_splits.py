@@ -20,8 +20,20 @@ def sequences_of(per_user: dict[int, list[tuple[int, int]]]) -> Sequences:
 
 def test_leave_one_out_keeps_raw_order_of_ties(tmp_path):
     # user 1 has three events at t=10 listed 30, 10, 20 in the file, then one earlier event at t=5
-    write_lines(tmp_path / "events.csv", ["user_id,item_id,timestamp", "1,30,10", "2,10,1", "1,10,10", "2,20,2",
-                                          "1,20,10", "1,40,5", "3,10,7", "3,20,8"])  # fmt: skip
+    write_lines(
+        tmp_path / "events.csv",
+        [
+            "user_id,item_id,timestamp",
+            "1,30,10",
+            "2,10,1",
+            "1,10,10",
+            "2,20,2",
+            "1,20,10",
+            "1,40,5",
+            "3,10,7",
+            "3,20,8",
+        ],
+    )
     ds = prepare_dataset("csv", tmp_path / "ds", raw=tmp_path / "events.csv")
     raw = ds.item_raw_ids()
     assert [raw[i] for i in ds.sequences.user(1)] == [40, 30, 10, 20]
@@ -53,7 +65,11 @@ def test_leave_one_out_on_ml100k_partitions_every_event(ml100k):
 def test_time_split_first_and_all_targets():
     seqs = sequences_of({1: [(1, 10), (2, 20), (3, 30), (4, 40)], 2: [(5, 25), (6, 35)], 3: [(7, 15), (8, 16)]})
     split = time_split(seqs, valid_time=20, test_time=35)
-    assert split.train.user(1).tolist() == [1] and split.train.user(2).tolist() == [] and split.train.user(3).tolist() == [7, 8]
+    assert (
+        split.train.user(1).tolist() == [1]
+        and split.train.user(2).tolist() == []
+        and split.train.user(3).tolist() == [7, 8]
+    )
     # valid period [20, 35): user 1 -> item 2 (first), user 2 -> item 5 has no history: skipped
     assert split.valid.users.tolist() == [1] and split.valid.targets.tolist() == [2]
     assert split.test.users.tolist() == [1, 2] and split.test.targets.tolist() == [4, 6]

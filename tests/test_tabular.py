@@ -11,13 +11,37 @@ from conftest import write_lines
 
 
 def test_csv_with_string_ids_iso_times_and_item_table(tmp_path):
-    write_lines(tmp_path / "events.tsv", ["who\twhat\twhen\tstars", "bob\tB-2\t2024-01-02T00:00:00\t4",
-                                          "amy\tB-1\t2024-01-01T10:00:00\t5", "bob\tB-1\t2024-01-01T00:00:00\t2"])  # fmt: skip
-    write_lines(tmp_path / "items.tsv", ["sku\ttitle\tbrand\tprice", "B-1\tRed pen\tAcme\t1.5",
-                                         'B-2\t"Blue ink, 2 pack"\tÜber\t3', "B-9\tUnused\tAcme\t9"])  # fmt: skip
-    ds = prepare_dataset("csv", tmp_path / "ds", raw=tmp_path / "events.tsv", user_col="who", item_col="what",
-                         time_col="when", rating_col="stars", delimiter="\t", items=str(tmp_path / "items.tsv"),
-                         items_id_col="sku", text_cols=["title", "brand"])  # fmt: skip
+    write_lines(
+        tmp_path / "events.tsv",
+        [
+            "who\twhat\twhen\tstars",
+            "bob\tB-2\t2024-01-02T00:00:00\t4",
+            "amy\tB-1\t2024-01-01T10:00:00\t5",
+            "bob\tB-1\t2024-01-01T00:00:00\t2",
+        ],
+    )
+    write_lines(
+        tmp_path / "items.tsv",
+        [
+            "sku\ttitle\tbrand\tprice",
+            "B-1\tRed pen\tAcme\t1.5",
+            'B-2\t"Blue ink, 2 pack"\tÜber\t3',
+            "B-9\tUnused\tAcme\t9",
+        ],
+    )
+    ds = prepare_dataset(
+        "csv",
+        tmp_path / "ds",
+        raw=tmp_path / "events.tsv",
+        user_col="who",
+        item_col="what",
+        time_col="when",
+        rating_col="stars",
+        delimiter="\t",
+        items=str(tmp_path / "items.tsv"),
+        items_id_col="sku",
+        text_cols=["title", "brand"],
+    )
     assert ds.user_raw_ids() == [None, "amy", "bob"] and ds.item_raw_ids() == [None, "B-1", "B-2"]
     assert ds.items.column_names == ["item", "raw_id", "title", "brand"]
     assert ds.items["brand"].to_pylist() == ["Acme", "Über"]
@@ -29,8 +53,9 @@ def test_csv_with_string_ids_iso_times_and_item_table(tmp_path):
 
 
 def test_parquet_with_timestamp_type_and_missing_metadata(tmp_path):
-    events = pa.table({"user_id": [3, 3, 1], "item_id": [7, 8, 7],
-                       "timestamp": pa.array([2_000, 1_000, 1_500], pa.timestamp("ms"))})  # fmt: skip
+    events = pa.table(
+        {"user_id": [3, 3, 1], "item_id": [7, 8, 7], "timestamp": pa.array([2_000, 1_000, 1_500], pa.timestamp("ms"))}
+    )
     pq.write_table(events, tmp_path / "e.parquet")
     pq.write_table(pa.table({"item_id": [7], "title": ["seven"]}), tmp_path / "items.parquet")
     ds = prepare_dataset("parquet", tmp_path / "ds", raw=tmp_path / "e.parquet", items=str(tmp_path / "items.parquet"))
@@ -53,5 +78,7 @@ def test_bad_generic_input(tmp_path):
     with pytest.raises(DataError, match=r"i\.csv: column .item_id.: id 1 appears 2 times"):
         prepare_dataset("csv", tmp_path / "ds", raw=tmp_path / "e.csv", items=str(tmp_path / "i.csv"))
     with pytest.raises(DataError, match="no item id column 'id'"):
-        prepare_dataset("csv", tmp_path / "ds", raw=tmp_path / "e.csv", items=str(tmp_path / "i.csv"), items_id_col="id")
+        prepare_dataset(
+            "csv", tmp_path / "ds", raw=tmp_path / "e.csv", items=str(tmp_path / "i.csv"), items_id_col="id"
+        )
     assert not (tmp_path / "ds").exists()

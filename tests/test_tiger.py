@@ -46,8 +46,10 @@ def test_next_item_examples_are_every_target_with_its_latest_history(ml100k):
         items = batch.items[row, : batch.lengths[row]].tolist()
         for t in range(len(items)):
             expected.append((int(batch.users[row]), items[max(0, t - 3) : t + 1], int(batch.targets[row, t])))
-    got = [(int(u), h[:n].tolist(), int(y)) for u, h, n, y in
-           zip(examples.users, examples.history, examples.lengths, examples.targets)]  # fmt: skip
+    got = [
+        (int(u), h[:n].tolist(), int(y))
+        for u, h, n, y in zip(examples.users, examples.history, examples.lengths, examples.targets)
+    ]
     assert got == expected
     assert (examples.history[examples.lengths < 4][:, -1] == 0).all()  # right-padded
 
@@ -79,7 +81,9 @@ def _fixed_step(table: dict[tuple[int, ...], torch.Tensor], vocab: int, batch: i
 
     def step(tokens, parents):
         nonlocal prefixes
-        prefixes = [()] * batch if tokens is None else [(*prefixes[p], int(t)) for p, t in zip(parents.tolist(), tokens)]
+        prefixes = (
+            [()] * batch if tokens is None else [(*prefixes[p], int(t)) for p, t in zip(parents.tolist(), tokens)]
+        )
         return torch.stack([table.setdefault(p, torch.randn(vocab).log_softmax(-1)) for p in prefixes])
 
     return step
@@ -94,8 +98,9 @@ def test_beam_search_with_enough_beams_ranks_every_sid_by_its_exact_probability(
     table: dict = {}
     beams = constrained_beam_search(_fixed_step(table, 12, batch=2), tables, batch_size=2, num_beams=64)
     for row in range(2):  # the step ignores the row, so both rows agree
-        brute = sorted(((sum(float(table[tuple(s[:i])][s[i]]) for i in range(3)), tuple(s)) for s in tokens.tolist()),
-                       reverse=True)  # fmt: skip
+        brute = sorted(
+            ((sum(float(table[tuple(s[:i])][s[i]]) for i in range(3)), tuple(s)) for s in tokens.tolist()), reverse=True
+        )
         valid = beams.leaves[row] >= 0
         assert int(valid.sum()) == 30  # 64 beams asked, only 30 SIDs exist: the rest are empty
         assert [tuple(t) for t in beams.tokens[row][valid].tolist()] == [s for _, s in brute]
@@ -139,8 +144,11 @@ def test_generated_beams_score_the_sequence_likelihood_of_the_teacher_forced_mod
         assert int(valid.sum()) == 20
         targets = beams.tokens[row][valid]  # [20, 3]
         decoder_input = torch.cat([torch.zeros_like(targets[:, :1]), targets[:, :-1]], dim=1)
-        logits = model.t5(input_ids=ids[row : row + 1].expand(20, -1), attention_mask=mask[row : row + 1].expand(20, -1),
-                          decoder_input_ids=decoder_input).logits  # fmt: skip
+        logits = model.t5(
+            input_ids=ids[row : row + 1].expand(20, -1),
+            attention_mask=mask[row : row + 1].expand(20, -1),
+            decoder_input_ids=decoder_input,
+        ).logits
         exact = logits.log_softmax(-1).gather(2, targets[..., None]).squeeze(-1).sum(1)
         torch.testing.assert_close(beams.scores[row][valid], exact, rtol=1e-4, atol=1e-4)
 
@@ -150,24 +158,37 @@ def test_encoder_input_is_user_then_history_sids_then_eos():
     model = TIGER(sids, TIGERConfig(**TINY))
     ids, mask = model.encoder_inputs(torch.tensor([9, 2]), torch.tensor([[2, 1], [1, 0]]), torch.tensor([2, 1]))
     code = lambda level, c: 2 + 8 + 2 * level + c  # noqa: E731  pad, eos, 8 user tokens, then the codes
-    assert ids.tolist() == [[2 + 9 % 8, code(0, 1), code(1, 0), code(0, 0), code(1, 1), 1],
-                            [2 + 2, code(0, 0), code(1, 1), 1, 0, 0]]  # fmt: skip
+    assert ids.tolist() == [
+        [2 + 9 % 8, code(0, 1), code(1, 0), code(0, 0), code(1, 1), 1],
+        [2 + 2, code(0, 0), code(1, 1), 1, 0, 0],
+    ]
     assert mask.tolist() == [[1] * 6, [1, 1, 1, 1, 0, 0]]
 
 
 def test_tiger_learns_a_predictable_sequence_through_the_shared_trainer(tmp_path):
     dataset, sid_file = walk_dataset(tmp_path)
-    overrides = [f"data.path={dataset.path}", "model.name=tiger", f"model.sid_file={sid_file}", "model.max_len=5",
-                 "eval.ks=[1,5,10]", "train.epochs=12", "train.batch_size=32", "train.lr=0.01", "train.eval_every=4",
-                 "model.eval_users_per_pass=64",
-                 *[f"model.{k}={v}" for k, v in TINY.items()]]  # fmt: skip
+    overrides = [
+        f"data.path={dataset.path}",
+        "model.name=tiger",
+        f"model.sid_file={sid_file}",
+        "model.max_len=5",
+        "eval.ks=[1,5,10]",
+        "train.epochs=12",
+        "train.batch_size=32",
+        "train.lr=0.01",
+        "train.eval_every=4",
+        "model.eval_users_per_pass=64",
+        *[f"model.{k}={v}" for k, v in TINY.items()],
+    ]
     config = load_config(None, overrides)
     result = run(config, tmp_path / "run", progress=False)
     assert result.metrics["test"]["hr@1"] > 0.8  # a random ranking of 24 items gets ~0.04
     assert (result.run_dir / "best.pt").is_file() and (result.run_dir / "metrics.jsonl").is_file()
     # evaluating the run directory again (as `genrec eval` does) gives the same numbers
     split = split_for(dataset, config)
-    again = evaluate_split(scorer_for(dataset, split, config, result.run_dir), dataset, split, "test", config, progress=False)
+    again = evaluate_split(
+        scorer_for(dataset, split, config, result.run_dir), dataset, split, "test", config, progress=False
+    )
     assert again["hr@1"] == result.metrics["test"]["hr@1"] and again["ndcg@10"] == result.metrics["test"]["ndcg@10"]
     with pytest.raises(ConfigError, match="generates semantic IDs and has no item embedding table"):
         export_item_embeddings(result.run_dir)
@@ -184,9 +205,20 @@ def test_tiger_learns_a_predictable_sequence_through_the_shared_trainer(tmp_path
 def test_an_interrupted_tiger_run_resumes_to_the_same_metrics(tmp_path):
     dataset, sid_file = walk_dataset(tmp_path, users=60)
     tiny = {**TINY, "dropout": 0.2}  # dropout draws from the random state the checkpoint restores
-    config = load_config(None, [f"data.path={dataset.path}", "model.name=tiger", f"model.sid_file={sid_file}",
-                                "model.max_len=5", "eval.ks=[1,5,10]", "train.epochs=3", "train.batch_size=16",
-                                "train.lr=0.01", *[f"model.{k}={v}" for k, v in tiny.items()]])  # fmt: skip
+    config = load_config(
+        None,
+        [
+            f"data.path={dataset.path}",
+            "model.name=tiger",
+            f"model.sid_file={sid_file}",
+            "model.max_len=5",
+            "eval.ks=[1,5,10]",
+            "train.epochs=3",
+            "train.batch_size=16",
+            "train.lr=0.01",
+            *[f"model.{k}={v}" for k, v in tiny.items()],
+        ],
+    )
     whole = run(config, tmp_path / "whole", progress=False).metrics
     split = split_for(dataset, config)
     run_dir = RunDir.create(tmp_path / "parts", config)

@@ -15,9 +15,19 @@ from genrec.runs import RunDir
 from genrec.train import trainer as trainer_module
 from genrec.train.trainer import Trainer, TrainingError
 
-TINY = ["model.name=hstu", "model.max_len=20", "model.dim=16", "model.attention_dim=8", "model.value_dim=8",
-        "model.num_heads=2", "train.batch_size=128", "train.loss.num_negatives=32", "train.device=cpu",
-        "eval.ks=[10, 50]", "train.patience=null"]  # fmt: skip
+TINY = [
+    "model.name=hstu",
+    "model.max_len=20",
+    "model.dim=16",
+    "model.attention_dim=8",
+    "model.value_dim=8",
+    "model.num_heads=2",
+    "train.batch_size=128",
+    "train.loss.num_negatives=32",
+    "train.device=cpu",
+    "eval.ks=[10, 50]",
+    "train.patience=null",
+]
 
 
 def tiny(data_dir, *overrides):
@@ -36,8 +46,9 @@ def test_training_learns_and_writes_the_run_directory(data_dir, tmp_path):
     # the trained model ranks far better than the same model untrained
     dataset = dataset_for(config.data)
     split = split_for(dataset, config)
-    untrained = evaluate_split(SequentialScorer(build_model(dataset, config).eval()), dataset, split, "valid", config,
-                               progress=False)  # fmt: skip
+    untrained = evaluate_split(
+        SequentialScorer(build_model(dataset, config).eval()), dataset, split, "valid", config, progress=False
+    )
     assert result.metrics["valid"]["hr@50"] > 2 * untrained["hr@50"]
     assert result.metrics["test"]["num_users"] == 943
     # `genrec eval RUN_DIR` reloads the best checkpoint and gets the same test numbers
@@ -89,7 +100,7 @@ def test_bad_training_input(data_dir, tmp_path, monkeypatch):
         run(beauty, tmp_path / "beauty", progress=False)
 
     def broken_loss(self, users, positives, model):
-        return (users.sum() * float("nan"))
+        return users.sum() * float("nan")
 
     monkeypatch.setattr(trainer_module.SampledSoftmaxLoss, "forward", broken_loss)
     with pytest.raises(TrainingError, match="the loss became nan at epoch 1, step 1; try a lower train.lr"):
@@ -115,8 +126,17 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(data_dir, model):
         if model == "hstu":
             config = tiny(data_dir, *common)
         else:
-            config = load_config(None, [f"data.raw={data_dir / 'ml-100k'}", "model.name=sasrec", "model.max_len=20",
-                                        "model.dim=16", "train.device=cpu", *common])  # fmt: skip
+            config = load_config(
+                None,
+                [
+                    f"data.raw={data_dir / 'ml-100k'}",
+                    "model.name=sasrec",
+                    "model.max_len=20",
+                    "model.dim=16",
+                    "train.device=cpu",
+                    *common,
+                ],
+            )
         dataset = dataset_for(config.data)
         trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, None, progress=False)
         trainer.loader = [next(iter(trainer.loader))]  # one step on the same first batch

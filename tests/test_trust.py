@@ -21,9 +21,19 @@ from genrec.runner import run
 
 from conftest import write_lines
 
-TINY = ["model.name=sasrec", "model.max_len=20", "model.dim=16", "model.num_heads=2", "model.num_blocks=1",
-        "train.batch_size=256", "train.loss.num_negatives=16", "train.device=cpu", "eval.ks=[10]",
-        "train.patience=null", "train.epochs=1"]  # fmt: skip
+TINY = [
+    "model.name=sasrec",
+    "model.max_len=20",
+    "model.dim=16",
+    "model.num_heads=2",
+    "model.num_blocks=1",
+    "train.batch_size=256",
+    "train.loss.num_negatives=16",
+    "train.device=cpu",
+    "eval.ks=[10]",
+    "train.patience=null",
+    "train.epochs=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +56,13 @@ def copy_run(run_dir, dest):
 
 def cli(*args):
     """The real `genrec` command in a subprocess: (exit status, stdout, stderr)."""
-    done = subprocess.run([sys.executable, "-m", "genrec.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "genrec.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     return done.returncode, done.stdout, done.stderr
 
 
@@ -77,8 +92,9 @@ def test_a_crafted_checkpoint_runs_no_code(trained, tmp_path):
     torch.save({"model": good["model"], "epoch": Exploit(marker)}, run_dir / "best.pt")
     for args in (["eval", run_dir], ["export", run_dir, "--out", tmp_path / "export"]):
         code, _, err = cli(*args)
-        assert_one_line_error(code, err, "best.pt: refusing to load", "not only tensors and plain values",
-                              "GLOBAL posix.system")  # fmt: skip
+        assert_one_line_error(
+            code, err, "best.pt: refusing to load", "not only tensors and plain values", "GLOBAL posix.system"
+        )
         assert not marker.exists()
     # a plain pickle (not a torch zip) is refused the same way
     (run_dir / "best.pt").write_bytes(pickle.dumps({"model": Exploit(marker)}, protocol=2))
@@ -106,8 +122,11 @@ def test_damaged_checkpoints_are_one_line_errors(trained, tmp_path, damage):
         data = (run_dir / name).read_bytes()
         (run_dir / name).write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"x" * 100}[damage])
     config_before = (run_dir / "config.json").read_text()
-    for args in (["eval", run_dir], ["export", run_dir, "--out", tmp_path / "export"],
-                 ["train", "--resume", run_dir, "--set", "train.epochs=2"]):  # fmt: skip
+    for args in (
+        ["eval", run_dir],
+        ["export", run_dir, "--out", tmp_path / "export"],
+        ["train", "--resume", run_dir, "--set", "train.epochs=2"],
+    ):
         code, _, err = cli(*args)
         assert_one_line_error(code, err, ".pt: truncated or not a checkpoint")
     # the failed resume did not rewrite the run's config (train.epochs is still 1)
@@ -117,8 +136,9 @@ def test_damaged_checkpoints_are_one_line_errors(trained, tmp_path, damage):
 
 def test_a_config_that_no_longer_fits_the_checkpoint(trained, tmp_path):
     code, _, err = cli("eval", trained, "--set", "model.dim=32")
-    assert_one_line_error(code, err, "best.pt: its weights do not fit the model", "size mismatch",
-                          "was config.json or a --set changed")  # fmt: skip
+    assert_one_line_error(
+        code, err, "best.pt: its weights do not fit the model", "size mismatch", "was config.json or a --set changed"
+    )
     run_dir = copy_run(trained, tmp_path / "run")
     text = (run_dir / "config.json").read_text()
     (run_dir / "config.json").write_text(text.replace('"seed": 0,', '"seed": 0', 1))
@@ -135,8 +155,18 @@ def test_overwrite_never_deletes_an_input(trained, data_dir, tmp_path):
         assert (raw / "events.csv").read_text().startswith("user_id")
     # the item table is an input too
     write_lines(tmp_path / "items" / "items.csv", ["item_id,title", "1,a", "2,b"])
-    code, _, err = cli("data", "prepare", "csv", "--raw", raw / "events.csv", "--items", tmp_path / "items" / "items.csv",
-                       "--out", tmp_path / "items", "--overwrite")  # fmt: skip
+    code, _, err = cli(
+        "data",
+        "prepare",
+        "csv",
+        "--raw",
+        raw / "events.csv",
+        "--items",
+        tmp_path / "items" / "items.csv",
+        "--out",
+        tmp_path / "items",
+        "--overwrite",
+    )
     assert_one_line_error(code, err, "contains the item table (--items)")
     # a run's export cannot replace the run; the default RUN/export is fine
     before = (trained / "best.pt").read_bytes()
@@ -165,8 +195,17 @@ def test_a_run_directory_has_one_writer(trained, tmp_path):
 
 
 def test_a_failed_run_leaves_no_folder_that_blocks_a_retry(data_dir, tmp_path):
-    code, _, err = cli("train", "--out", tmp_path / "run", "--set", f"data.raw={data_dir / 'ml-100k'}",
-                       "--set", "model.name=sasrec", "--set", "train.lr=nan")  # fmt: skip
+    code, _, err = cli(
+        "train",
+        "--out",
+        tmp_path / "run",
+        "--set",
+        f"data.raw={data_dir / 'ml-100k'}",
+        "--set",
+        "model.name=sasrec",
+        "--set",
+        "train.lr=nan",
+    )
     assert_one_line_error(code, err, "train.lr: expected a finite number, got nan")
     assert not (tmp_path / "run").exists()
 

@@ -49,8 +49,14 @@ def export(config_path: str, out: Path, overrides: list[str]) -> None:
     for which in ("valid", "test"):
         cases = split.cases(which)
         np.savez(out / f"{which}.npz", **{f: getattr(cases, f) for f in CASE_FIELDS})
-    meta = {"num_items": dataset.num_items, "num_users": dataset.num_users, "protocol": split.protocol,
-            "dataset": str(dataset.path), "config": config.name, "max_len": getattr(config.model, "max_len", None)}  # fmt: skip
+    meta = {
+        "num_items": dataset.num_items,
+        "num_users": dataset.num_users,
+        "protocol": split.protocol,
+        "dataset": str(dataset.path),
+        "config": config.name,
+        "max_len": getattr(config.model, "max_len", None),
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     print(json.dumps(meta))
 
@@ -69,7 +75,9 @@ def evaluate_scores(folder: Path, scores_path: Path, which: str, ks: list[int]) 
     cases = EvalCases(*(c[f] for f in CASE_FIELDS))
     scores = torch.from_numpy(np.load(scores_path).astype(np.float32))
     if scores.shape != (len(cases), meta["num_items"] + 1):
-        raise SystemExit(f"{scores_path}: shape {tuple(scores.shape)}, expected ({len(cases)}, {meta['num_items'] + 1})")
+        raise SystemExit(
+            f"{scores_path}: shape {tuple(scores.shape)}, expected ({len(cases)}, {meta['num_items'] + 1})"
+        )
     row_of_user = {int(u): i for i, u in enumerate(cases.users)}
 
     def precomputed(batch):  # rows in case order: look them up by user (one case per user in these splits)

@@ -211,27 +211,60 @@ def main() -> None:
     positions = np.broadcast_to(np.arange(args.max_len), tokens.shape)  # unused by HSTUModel, kept for the API
     loader = SequenceDataGenerator(tokens, positions, targets, diffs).generate_dataloader(batch_size=args.batch_size)[0]
     trained_tokens = int((tokens != 0).sum())  # positions that carry a loss term per epoch
-    inputs = {w: windows(seq["items"], seq["timestamps"], c["history_start"].astype(np.int64),
-                         c["history_end"].astype(np.int64), args.max_len) for w, c in cases.items()}  # fmt: skip
+    inputs = {
+        w: windows(
+            seq["items"],
+            seq["timestamps"],
+            c["history_start"].astype(np.int64),
+            c["history_end"].astype(np.int64),
+            args.max_len,
+        )
+        for w, c in cases.items()
+    }
 
-    model = HSTUModel(vocab_size=num_items + 1, d_model=args.dim, n_heads=args.heads, n_layers=args.blocks,
-                      dqk=args.dqk, dv=args.dv, max_seq_len=args.max_len, dropout=args.dropout,
-                      num_time_buckets=args.time_buckets)  # fmt: skip
+    model = HSTUModel(
+        vocab_size=num_items + 1,
+        d_model=args.dim,
+        n_heads=args.heads,
+        n_layers=args.blocks,
+        dqk=args.dqk,
+        dv=args.dv,
+        max_seq_len=args.max_len,
+        dropout=args.dropout,
+        num_time_buckets=args.time_buckets,
+    )
     betas = tuple(float(b) for b in args.betas.split(","))
-    trainer = SeqTrainer(model, optimizer_fn=torch.optim.Adam,
-                         optimizer_params={"lr": args.lr, "betas": betas, "weight_decay": args.weight_decay},
-                         n_epoch=args.max_epochs, earlystop_patience=args.patience, device="cpu",
-                         model_path=str(folder))  # fmt: skip
+    trainer = SeqTrainer(
+        model,
+        optimizer_fn=torch.optim.Adam,
+        optimizer_params={"lr": args.lr, "betas": betas, "weight_decay": args.weight_decay},
+        n_epoch=args.max_epochs,
+        earlystop_patience=args.patience,
+        device="cpu",
+        model_path=str(folder),
+    )
     num_params = sum(p.numel() for p in model.parameters())
-    print(f"{folder}: {len(tokens)} training samples ({args.samples}), {num_items} items, {num_params:,} parameters",
-          flush=True)  # fmt: skip
+    print(
+        f"{folder}: {len(tokens)} training samples ({args.samples}), {num_items} items, {num_params:,} parameters",
+        flush=True,
+    )
 
-    log = {"settings": vars(args) | {"folder": str(folder), "betas": list(betas)},
-           "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                        "torch_rechub": version("torch-rechub"), "numpy": np.__version__},
-           "dataset": meta, "train_samples": len(tokens), "trained_positions_per_epoch": trained_tokens,
-           "num_parameters": num_params, "cpu_count": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
-           "epochs": []}  # fmt: skip
+    log = {
+        "settings": vars(args) | {"folder": str(folder), "betas": list(betas)},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_rechub": version("torch-rechub"),
+            "numpy": np.__version__,
+        },
+        "dataset": meta,
+        "train_samples": len(tokens),
+        "trained_positions_per_epoch": trained_tokens,
+        "num_parameters": num_params,
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "epochs": [],
+    }
     best = {"ndcg": -1.0, "epoch": 0, "state": None, "valid_scores": None}
     since_best = 0
     start = time.perf_counter()
@@ -244,11 +277,18 @@ def main() -> None:
         score_s = time.perf_counter() - t1
         ndcg = quick_ndcg10(valid_scores, cases["valid"], seq["items"])
         eval_s = time.perf_counter() - t1
-        record = {"epoch": epoch, "loss": loss, "train_seconds": train_s, "train_cpu_seconds": train_cpu_s,
-                  "sequences_per_s": len(tokens) / train_s,
-                  "positions_per_s": trained_tokens / train_s, "valid_score_seconds": score_s,
-                  "valid_eval_seconds": eval_s, "valid_ndcg@10": ndcg,
-                  "loadavg_1min": os.getloadavg()[0]}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "loss": loss,
+            "train_seconds": train_s,
+            "train_cpu_seconds": train_cpu_s,
+            "sequences_per_s": len(tokens) / train_s,
+            "positions_per_s": trained_tokens / train_s,
+            "valid_score_seconds": score_s,
+            "valid_eval_seconds": eval_s,
+            "valid_ndcg@10": ndcg,
+            "loadavg_1min": os.getloadavg()[0],
+        }
         log["epochs"].append(record)
         improved = ndcg > best["ndcg"]
         if improved:
@@ -262,8 +302,11 @@ def main() -> None:
         else:
             since_best += 1
         elapsed = time.perf_counter() - start
-        print(f"epoch {epoch:3d} loss {loss:.4f} train {train_s:6.1f}s ({len(tokens) / train_s:7.1f} seq/s) "
-              f"valid ndcg@10 {ndcg:.4f}{' *' if improved else ''} [{elapsed / 60:.1f} min]", flush=True)  # fmt: skip
+        print(
+            f"epoch {epoch:3d} loss {loss:.4f} train {train_s:6.1f}s ({len(tokens) / train_s:7.1f} seq/s) "
+            f"valid ndcg@10 {ndcg:.4f}{' *' if improved else ''} [{elapsed / 60:.1f} min]",
+            flush=True,
+        )
         if since_best >= args.patience:
             log["stopped"] = f"no improvement in {args.patience} epochs"
             break
@@ -281,15 +324,20 @@ def main() -> None:
     test_score_s = time.perf_counter() - t0
     np.save(folder / "scores_test.npy", test_scores)
     epochs = log["epochs"]
-    log.update({
-        "epochs_trained": len(epochs), "best_epoch": best["epoch"], "best_valid_ndcg@10_inprocess": best["ndcg"],
-        "mean_train_seconds_per_epoch": float(np.mean([e["train_seconds"] for e in epochs])),
-        "mean_train_cpu_seconds_per_epoch": float(np.mean([e["train_cpu_seconds"] for e in epochs])),
-        "mean_sequences_per_s": float(np.mean([e["sequences_per_s"] for e in epochs])),
-        "mean_valid_eval_seconds": float(np.mean([e["valid_eval_seconds"] for e in epochs])),
-        "test_score_seconds": test_score_s, "num_test_cases": len(test_scores),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    })  # fmt: skip
+    log.update(
+        {
+            "epochs_trained": len(epochs),
+            "best_epoch": best["epoch"],
+            "best_valid_ndcg@10_inprocess": best["ndcg"],
+            "mean_train_seconds_per_epoch": float(np.mean([e["train_seconds"] for e in epochs])),
+            "mean_train_cpu_seconds_per_epoch": float(np.mean([e["train_cpu_seconds"] for e in epochs])),
+            "mean_sequences_per_s": float(np.mean([e["sequences_per_s"] for e in epochs])),
+            "mean_valid_eval_seconds": float(np.mean([e["valid_eval_seconds"] for e in epochs])),
+            "test_score_seconds": test_score_s,
+            "num_test_cases": len(test_scores),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
     if args.genrec_python:
         for which in ("valid", "test"):
             metrics, seconds = genrec_evaluate(args.genrec_python, folder, which)

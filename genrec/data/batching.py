@@ -60,8 +60,14 @@ class SequenceBatch:
     def rows(self, start: int, stop: int) -> SequenceBatch:
         """Rows start..stop-1, with the padding columns none of them uses cut off."""
         width = max(int(self.lengths[start:stop].max()), 1)
-        return SequenceBatch(**{f.name: getattr(self, f.name)[start:stop] if f.name in ("users", "lengths")
-                                else getattr(self, f.name)[start:stop, :width] for f in fields(self)})  # fmt: skip
+        return SequenceBatch(
+            **{
+                f.name: getattr(self, f.name)[start:stop]
+                if f.name in ("users", "lengths")
+                else getattr(self, f.name)[start:stop, :width]
+                for f in fields(self)
+            }
+        )
 
 
 @dataclass(frozen=True)

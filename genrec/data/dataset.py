@@ -107,8 +107,11 @@ class Dataset:
             value = manifest.get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise DataError(f"{manifest_path}: {key} should be a count, got {value!r}")
-        for name, key in (("interactions.parquet", "num_interactions"), ("items.parquet", "num_items"),
-                          ("users.parquet", "num_users")):  # fmt: skip
+        for name, key in (
+            ("interactions.parquet", "num_interactions"),
+            ("items.parquet", "num_items"),
+            ("users.parquet", "num_users"),
+        ):
             table = path / name
             if not table.is_file():
                 raise DataError(f"{path}: missing {name}; prepare the dataset again")
@@ -117,8 +120,10 @@ class Dataset:
             except (pa.ArrowInvalid, OSError) as exc:
                 raise DataError(f"{table}: not a readable Parquet file ({exc}); prepare the dataset again") from None
             if rows != manifest[key]:
-                raise DataError(f"{table} has {rows:,} rows but {MANIFEST} says {key} is {manifest[key]:,}: the files "
-                                f"do not belong together; prepare the dataset again")  # fmt: skip
+                raise DataError(
+                    f"{table} has {rows:,} rows but {MANIFEST} says {key} is {manifest[key]:,}: the files "
+                    f"do not belong together; prepare the dataset again"
+                )
         return cls(path, manifest)
 
     @property
@@ -163,14 +168,17 @@ class Dataset:
     def sequences(self) -> Sequences:
         table = self.interactions
         if table.num_rows != self.num_interactions:
-            raise DataError(f"{self.path}: interactions.parquet has {table.num_rows} rows, manifest says "
-                            f"{self.num_interactions}")  # fmt: skip
+            raise DataError(
+                f"{self.path}: interactions.parquet has {table.num_rows} rows, manifest says {self.num_interactions}"
+            )
         users, items = table["user"].to_numpy(), table["item"].to_numpy()
         for name, values, count in (("user", users, self.num_users), ("item", items, self.num_items)):
             if len(values) and (values.min() < 1 or values.max() > count):
-                raise DataError(f"{self.path / 'interactions.parquet'}: {name} indices run from {values.min()} to "
-                                f"{values.max()}, but {MANIFEST} says there are {count:,} {name}s (1..{count}); "
-                                f"prepare the dataset again")  # fmt: skip
+                raise DataError(
+                    f"{self.path / 'interactions.parquet'}: {name} indices run from {values.min()} to "
+                    f"{values.max()}, but {MANIFEST} says there are {count:,} {name}s (1..{count}); "
+                    f"prepare the dataset again"
+                )
         return Sequences.from_users(users, items, table["timestamp"].to_numpy(), self.num_users)
 
     @property
@@ -195,8 +203,17 @@ class Dataset:
         """The manifest's counts and provenance, for `genrec data info`."""
         m = self.manifest
         counts = ("source", "num_users", "num_items", "num_interactions")
-        rest = ("has_rating", "has_timestamps", "filters", "filter_report", "catalogue", "predefined_split", "text_fields",
-                "preprocessing", "raw_path")  # fmt: skip
+        rest = (
+            "has_rating",
+            "has_timestamps",
+            "filters",
+            "filter_report",
+            "catalogue",
+            "predefined_split",
+            "text_fields",
+            "preprocessing",
+            "raw_path",
+        )
         users, items, events = self.num_users, self.num_items, self.num_interactions
         shape = {
             "mean_history": round(events / users, 2) if users else 0.0,  # events per user

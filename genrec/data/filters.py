@@ -61,12 +61,15 @@ class Filters:
         return keep, report
 
 
-def _k_core(users: np.ndarray, items: np.ndarray, keep: np.ndarray, user_core: int, item_core: int,
-            once: bool = False) -> np.ndarray:  # fmt: skip
+def _k_core(
+    users: np.ndarray, items: np.ndarray, keep: np.ndarray, user_core: int, item_core: int, once: bool = False
+) -> np.ndarray:
     num_users, num_items = int(users.max(initial=0)) + 1, int(items.max(initial=0)) + 1
     while True:
         u, i = users[keep], items[keep]
-        ok = (np.bincount(u, minlength=num_users)[u] >= user_core) & (np.bincount(i, minlength=num_items)[i] >= item_core)
+        ok = (np.bincount(u, minlength=num_users)[u] >= user_core) & (
+            np.bincount(i, minlength=num_items)[i] >= item_core
+        )
         if ok.all() or once:
             return keep[ok]
         keep = keep[ok]

@@ -71,8 +71,11 @@ def prepare_dataset(
         log.info("reading %s from %s", src.name, raw_path)
         tables = src.read(raw_path)
         check_output_not_input(out, {f"raw file {path.name}": path for path in tables.files})
-        log.info("read %d interactions in %.1fs; building the canonical dataset", tables.interactions.num_rows,
-                 time.perf_counter() - started)  # fmt: skip
+        log.info(
+            "read %d interactions in %.1fs; building the canonical dataset",
+            tables.interactions.num_rows,
+            time.perf_counter() - started,
+        )
         canonical = build_canonical(tables, filters)
         write_canonical(canonical, tmp)
         manifest = {
@@ -94,8 +97,14 @@ def prepare_dataset(
             "preprocessing": tables.info,
         }
         write_json_atomic(tmp / MANIFEST, manifest)
-        log.info("wrote %s: %d users, %d items, %d interactions (%.1fs)", out, manifest["num_users"],
-                 manifest["num_items"], manifest["num_interactions"], time.perf_counter() - started)  # fmt: skip
+        log.info(
+            "wrote %s: %d users, %d items, %d interactions (%.1fs)",
+            out,
+            manifest["num_users"],
+            manifest["num_items"],
+            manifest["num_interactions"],
+            time.perf_counter() - started,
+        )
     return Dataset.load(out)
 
 
@@ -211,8 +220,11 @@ def build_canonical(tables: RawTables, filters: Filters) -> Canonical:
     split_cases = None
     if tables.split_cases is not None:
         split_cases = _index_split_cases(tables.split_cases, user_raw, np.bincount(users, minlength=len(user_raw) + 1))
-    rule = ("every item of the dataset's own item table" if tables.catalogue == "metadata"
-            else "the items that occur in the interactions after filtering")  # fmt: skip
+    rule = (
+        "every item of the dataset's own item table"
+        if tables.catalogue == "metadata"
+        else "the items that occur in the interactions after filtering"
+    )
     stats = {
         "num_users": len(user_raw),
         "num_items": len(item_raw),
@@ -245,9 +257,17 @@ def _index_split_cases(cases: pa.Table, user_raw: pa.Array, lengths: np.ndarray)
     bad = (positions >= lengths[users]) | (history > positions) | (history < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"predefined split case {i} (user {cases['user'][i].as_py()!r}) points outside the user's sequence")
-    return pa.table({"split": cases["split"], "user": users.astype(np.int32), "position": positions,
-                     "history_length": history.astype(np.int32)})  # fmt: skip
+        raise DataError(
+            f"predefined split case {i} (user {cases['user'][i].as_py()!r}) points outside the user's sequence"
+        )
+    return pa.table(
+        {
+            "split": cases["split"],
+            "user": users.astype(np.int32),
+            "position": positions,
+            "history_length": history.astype(np.int32),
+        }
+    )
 
 
 def write_canonical(canonical: Canonical, folder: Path) -> None:

@@ -53,13 +53,17 @@ def locate_release(release: Release, raw: str | Path | None = None, download: bo
     if raw is not None:
         folder = Path(raw).expanduser()
         if folder.is_file():
-            raise DataError(f"--raw {folder} is a file; this source reads the {release.name} release folder that "
-                            f"holds {', '.join(release.required)}: pass that folder")  # fmt: skip
+            raise DataError(
+                f"--raw {folder} is a file; this source reads the {release.name} release folder that "
+                f"holds {', '.join(release.required)}: pass that folder"
+            )
         if not folder.is_dir():
             raise DataError(f"--raw {folder}: no such directory (expected the {release.name} release folder)")
         missing = _missing(folder, release.required)
         if missing:
-            raise DataError(f"--raw {folder}: missing {', '.join(missing)} (expected the {release.name} release folder)")
+            raise DataError(
+                f"--raw {folder}: missing {', '.join(missing)} (expected the {release.name} release folder)"
+            )
         return folder
     tried = []
     env = os.environ.get("GENREC_DATA_DIR")

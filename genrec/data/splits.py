@@ -41,8 +41,13 @@ class EvalCases:
 
     def take(self, index: np.ndarray | slice) -> EvalCases:
         """The cases at `index` (e.g. one process's shard: `slice(rank, None, world_size)`)."""
-        return EvalCases(self.users[index], self.targets[index], self.history_start[index], self.history_end[index],
-                         self.target_timestamps[index])  # fmt: skip
+        return EvalCases(
+            self.users[index],
+            self.targets[index],
+            self.history_start[index],
+            self.history_end[index],
+            self.target_timestamps[index],
+        )
 
     def sample(self, max_cases: int | None, seed: int = 0) -> EvalCases:
         """At most `max_cases` of the cases, a fixed random sample kept in order (None: all)."""
@@ -117,8 +122,9 @@ def time_cut_points(sequences: Sequences, valid_fraction: float, test_fraction: 
     """Global cut times so that about the last `test_fraction` of events are test and the
     `valid_fraction` before them validation."""
     if not (0 < valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
-        raise ConfigError(f"valid_fraction and test_fraction must be > 0 with a sum < 1, got {valid_fraction}, "
-                          f"{test_fraction}")  # fmt: skip
+        raise ConfigError(
+            f"valid_fraction and test_fraction must be > 0 with a sum < 1, got {valid_fraction}, {test_fraction}"
+        )
     ts = np.sort(sequences.timestamps)
     n = len(ts)
     return int(ts[int(n * (1 - valid_fraction - test_fraction))]), int(ts[int(n * (1 - test_fraction))])
@@ -171,8 +177,9 @@ def user_split(sequences: Sequences, valid_fraction: float, test_fraction: float
     event given all earlier ones. Users with fewer than 2 events always train.
     """
     if not (0 <= valid_fraction and 0 <= test_fraction and valid_fraction + test_fraction < 1):
-        raise ConfigError(f"valid_fraction and test_fraction must be >= 0 with a sum < 1, got {valid_fraction}, "
-                          f"{test_fraction}")  # fmt: skip
+        raise ConfigError(
+            f"valid_fraction and test_fraction must be >= 0 with a sum < 1, got {valid_fraction}, {test_fraction}"
+        )
     lengths = sequences.lengths
     candidates = np.flatnonzero(lengths >= 2)
     candidates = candidates[candidates > 0]
@@ -211,8 +218,13 @@ def predefined_split(sequences: Sequences, cases: pa.Table) -> Split:
 
     def pick(name: str) -> EvalCases:
         rows = np.flatnonzero(names == name)
-        return EvalCases(users[rows], sequences.items[targets[rows]], starts[rows], targets[rows],
-                         sequences.timestamps[targets[rows]])  # fmt: skip
+        return EvalCases(
+            users[rows],
+            sequences.items[targets[rows]],
+            starts[rows],
+            targets[rows],
+            sequences.timestamps[targets[rows]],
+        )
 
     return Split("predefined", sequences, sequences.prefixes(train_ends), pick("valid"), pick("test"))
 

@@ -114,7 +114,9 @@ def evaluate(
         scores = scorer(batch)
         rows = end - begin
         if tuple(scores.shape) != (rows, num_items + 1):
-            raise GenrecError(f"scorer returned scores of shape {tuple(scores.shape)}, expected ({rows}, {num_items + 1})")
+            raise GenrecError(
+                f"scorer returned scores of shape {tuple(scores.shape)}, expected ({rows}, {num_items + 1})"
+            )
         scores = scores.float()
         if has_nan(scores):
             raise GenrecError("scorer returned NaN scores; a NaN cannot be ranked (check the model for divergence)")

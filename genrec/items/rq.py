@@ -78,8 +78,10 @@ class QuantisationReport:
 
     def summary(self) -> str:
         levels = ", ".join(f"{u:.0%} used / perplexity {p:.0f}" for u, p in zip(self.usage, self.perplexity))
-        return (f"reconstruction MSE {self.reconstruction_mse:.4f}; levels: {levels}; collisions "
-                f"{self.collisions_before} -> {self.collisions_after}")  # fmt: skip
+        return (
+            f"reconstruction MSE {self.reconstruction_mse:.4f}; levels: {levels}; collisions "
+            f"{self.collisions_before} -> {self.collisions_after}"
+        )
 
 
 def code_statistics(codes: np.ndarray, codebook_sizes: list[int]) -> tuple[list[float], list[float]]:
@@ -93,8 +95,9 @@ def code_statistics(codes: np.ndarray, codebook_sizes: list[int]) -> tuple[list[
     return usage, perplexity
 
 
-def residual_kmeans(x: torch.Tensor, codebook_sizes: list[int], iters: int = 25, seed: int = 0,
-                    use_faiss: bool | None = None) -> tuple[np.ndarray, np.ndarray, QuantisationReport]:  # fmt: skip
+def residual_kmeans(
+    x: torch.Tensor, codebook_sizes: list[int], iters: int = 25, seed: int = 0, use_faiss: bool | None = None
+) -> tuple[np.ndarray, np.ndarray, QuantisationReport]:
     """RQ-KMeans: x [n, d] -> (codes [n, L], last-level distances [n, K_L] for collision handling, report).
 
     use_faiss: None = FAISS when installed."""
@@ -155,8 +158,9 @@ class RQVAE(nn.Module):
         self.config = config
         self.encoder = _mlp([input_dim, *config.hidden, config.code_dim], config.dropout)
         self.decoder = _mlp([config.code_dim, *reversed(config.hidden), input_dim], config.dropout)
-        self.codebooks = nn.ParameterList(nn.Parameter(torch.randn(k, config.code_dim) * 0.01)
-                                          for k in config.codebook_sizes)  # fmt: skip
+        self.codebooks = nn.ParameterList(
+            nn.Parameter(torch.randn(k, config.code_dim) * 0.01) for k in config.codebook_sizes
+        )
         self.initialised = False
 
     def quantise(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -169,7 +173,9 @@ class RQVAE(nn.Module):
             index = torch.cdist(residual, codebook).argmin(1)  # [B]
             chosen = codebook[index]  # [B, c]
             # codebook moves to the (fixed) residual; the encoder commits to the (fixed) code
-            loss = loss + F.mse_loss(chosen, residual.detach()) + self.config.beta * F.mse_loss(residual, chosen.detach())
+            loss = (
+                loss + F.mse_loss(chosen, residual.detach()) + self.config.beta * F.mse_loss(residual, chosen.detach())
+            )
             quantised = quantised + chosen
             residual = residual - chosen.detach()
             codes.append(index)
@@ -208,7 +214,9 @@ class RQVAE(nn.Module):
         return moved
 
 
-def train_rqvae(x: torch.Tensor, config: RQVAEConfig, progress: bool = True) -> tuple[RQVAE, np.ndarray, np.ndarray, QuantisationReport]:
+def train_rqvae(
+    x: torch.Tensor, config: RQVAEConfig, progress: bool = True
+) -> tuple[RQVAE, np.ndarray, np.ndarray, QuantisationReport]:
     """Train an RQ-VAE on embeddings x [n, d].
 
     Returns (model, codes [n, L], last-level distances [n, K_L] for collision handling, report)."""

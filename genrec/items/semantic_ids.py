@@ -31,13 +31,14 @@ def code_token(level: int, code: int) -> str:
 
 
 def parse_token(token: str, level: int | None = None, where: str = "") -> int:
-    """"<b_3>" -> 3, checking the letter is that of `level` when given."""
+    """ "<b_3>" -> 3, checking the letter is that of `level` when given."""
     match = _TOKEN.match(token)
     if match is None:
         raise DataError(f"{where}bad semantic-ID token {token!r}: expected the form <a_12>")
     if level is not None and match.group(1) != LEVEL_NAMES[level]:
-        raise DataError(f"{where}token {token!r} is at position {level + 1}, where level "
-                        f"{LEVEL_NAMES[level]!r} was expected")  # fmt: skip
+        raise DataError(
+            f"{where}token {token!r} is at position {level + 1}, where level {LEVEL_NAMES[level]!r} was expected"
+        )
     return int(match.group(2))
 
 
@@ -51,7 +52,9 @@ class SemanticIds:
 
     def __post_init__(self) -> None:
         if self.codes.ndim != 2 or len(self.codebook_sizes) != self.codes.shape[1]:
-            raise DataError(f"semantic IDs: codes of shape {self.codes.shape} do not match {len(self.codebook_sizes)} levels")
+            raise DataError(
+                f"semantic IDs: codes of shape {self.codes.shape} do not match {len(self.codebook_sizes)} levels"
+            )
         body = self.codes[1:]
         if len(body) and (body.min() < 0 or np.any(body >= np.asarray(self.codebook_sizes))):
             raise DataError("semantic IDs: a code is outside its level's codebook")
@@ -75,8 +78,9 @@ class SemanticIds:
         return self.collisions() / max(self.num_items, 1)
 
     @classmethod
-    def from_tokens(cls, tokens: Sequence[Sequence[str] | None], codebook_sizes: list[int] | None = None,
-                    where: str = "") -> SemanticIds:  # fmt: skip
+    def from_tokens(
+        cls, tokens: Sequence[Sequence[str] | None], codebook_sizes: list[int] | None = None, where: str = ""
+    ) -> SemanticIds:
         """From token lists aligned with item indices 1..N (tokens[0] is the padding item, ignored).
         codebook_sizes: default the largest code seen at each level + 1, rounded up to a power of 2."""
         lengths = {len(t) for t in tokens[1:] if t is not None}
@@ -99,8 +103,10 @@ class SemanticIds:
         """The SIDs a dataset ships in its items table (LETTER and MiniOneRec sources: column `sid`)."""
         items = dataset.items  # type: ignore[attr-defined]
         if column not in items.schema.names:
-            raise DataError(f"the dataset at {dataset.path} has no {column!r} item column; build SIDs with "  # type: ignore[attr-defined]
-                            f"`genrec sid build`")  # fmt: skip
+            raise DataError(
+                f"the dataset at {dataset.path} has no {column!r} item column; build SIDs with "  # type: ignore[attr-defined]
+                f"`genrec sid build`"
+            )
         tokens: list[list[str] | None] = [None] * (dataset.num_items + 1)  # type: ignore[attr-defined]
         for item, sid in zip(items["item"].to_pylist(), items[column].to_pylist()):
             tokens[item] = sid

@@ -37,16 +37,30 @@ class SIDBuildConfig:
     seed: int = 0
 
 
-def build_semantic_ids(dataset: Dataset, embedder: str, config: SIDBuildConfig, gguf_file: str | None = None,
-                       device: str = "cpu", progress: bool = True) -> tuple[SemanticIds, QuantisationReport]:  # fmt: skip
+def build_semantic_ids(
+    dataset: Dataset,
+    embedder: str,
+    config: SIDBuildConfig,
+    gguf_file: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[SemanticIds, QuantisationReport]:
     """SIDs for every item of `dataset` from the text embeddings of the model at `embedder`."""
     if config.collisions == "reassign" and len(config.codebook_sizes) < 2:
         raise ConfigError("collisions=reassign moves items within the last level: it needs at least 2 levels")
     template = TextTemplate(prompt="", fields=list(config.fields), separator=" ", field_names=False)
     texts = render_item_texts(dataset, template)
     location = resolve_model_path(embedder, gguf_file)
-    table, _ = cached_item_embeddings(location, texts.texts, config.pooling, config.max_tokens,
-                                      cache_dir() / "item-embeddings", config.batch_size, device, progress)  # fmt: skip
+    table, _ = cached_item_embeddings(
+        location,
+        texts.texts,
+        config.pooling,
+        config.max_tokens,
+        cache_dir() / "item-embeddings",
+        config.batch_size,
+        device,
+        progress,
+    )
     x = torch.from_numpy(table[1:])  # [N, E]
     sizes = list(config.codebook_sizes)
     if config.method == "rqkmeans":
@@ -61,8 +75,11 @@ def build_semantic_ids(dataset: Dataset, embedder: str, config: SIDBuildConfig, 
     else:
         codes, stuck = reassign_to_free_codes(codes, distances)
         if stuck:
-            log.warning("%d items found no free last-level code under their prefix and keep a shared SID; use more "
-                        "codes in the last level or collisions=extra-level", stuck)  # fmt: skip
+            log.warning(
+                "%d items found no free last-level code under their prefix and keep a shared SID; use more "
+                "codes in the last level or collisions=extra-level",
+                stuck,
+            )
     padded = torch.cat([torch.full((1, codes.shape[1]), -1, dtype=torch.long), torch.from_numpy(codes)]).numpy()
     sids = SemanticIds(padded, sizes)
     report.collisions_after = sids.collisions()

@@ -69,11 +69,14 @@ def render_item_texts(dataset: Dataset, template: TextTemplate) -> ItemTexts:
     fields = template.fields or list(dataset.manifest.get("text_fields") or available)
     missing = [name for name in fields if name not in available]
     if missing:
-        raise DataError(f"the item text template names field {missing[0]!r}, which the dataset at {dataset.path} "
-                        f"lacks; its item fields are: {', '.join(available) or 'none (no item text)'}")  # fmt: skip
+        raise DataError(
+            f"the item text template names field {missing[0]!r}, which the dataset at {dataset.path} "
+            f"lacks; its item fields are: {', '.join(available) or 'none (no item text)'}"
+        )
     if not fields:
-        raise DataError(f"the dataset at {dataset.path} has no item text fields, so its items cannot be embedded "
-                        f"from text")  # fmt: skip
+        raise DataError(
+            f"the dataset at {dataset.path} has no item text fields, so its items cannot be embedded from text"
+        )
     columns = {name: dataset.items[name].to_pylist() for name in fields}
     order = dataset.items["item"].to_pylist()
     texts = [""] * (dataset.num_items + 1)

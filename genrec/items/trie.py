@@ -36,8 +36,9 @@ class LevelTables:
         return len(self.tokens)
 
     def to(self, device: torch.device | str) -> LevelTables:
-        return LevelTables([t.to(device) for t in self.tokens], [c.to(device) for c in self.children],
-                           self.leaf_items.to(device))  # fmt: skip
+        return LevelTables(
+            [t.to(device) for t in self.tokens], [c.to(device) for c in self.children], self.leaf_items.to(device)
+        )
 
 
 class SIDTrie:

@@ -104,14 +104,24 @@ def candidate_logprobs(model: SIDLLM, ids: torch.Tensor, mask: torch.Tensor, can
     P, G, L = candidates.shape
     prompts = ids.repeat_interleave(G, dim=0)
     full = torch.cat([prompts, candidates.reshape(P * G, L)], dim=1)
-    full_mask = torch.cat([mask.repeat_interleave(G, dim=0), torch.ones(P * G, L, dtype=mask.dtype, device=mask.device)], dim=1)
+    full_mask = torch.cat(
+        [mask.repeat_interleave(G, dim=0), torch.ones(P * G, L, dtype=mask.dtype, device=mask.device)], dim=1
+    )
     labels = torch.full_like(full, -100)
     labels[:, -L:] = candidates.reshape(P * G, L)
     return model.answer_logprobs(full, full_mask, labels)[:, -L:].reshape(P, G, L)
 
 
-def grpo_step(model: SIDLLM, reference: SIDLLM, optimizer: torch.optim.Optimizer, examples: NextItemExamples,
-              rl: Any, tables: Any, grad_clip: float | None = None, reward_scorer: Scorer | None = None) -> StepStats:  # fmt: skip
+def grpo_step(
+    model: SIDLLM,
+    reference: SIDLLM,
+    optimizer: torch.optim.Optimizer,
+    examples: NextItemExamples,
+    rl: Any,
+    tables: Any,
+    grad_clip: float | None = None,
+    reward_scorer: Scorer | None = None,
+) -> StepStats:
     """Generate, reward, and take one policy-gradient step on a batch of (history -> target) examples."""
     device = model.item_tokens.device
     ids, mask = model.history_prompts(examples.history, examples.lengths)
@@ -127,8 +137,13 @@ def grpo_step(model: SIDLLM, reference: SIDLLM, optimizer: torch.optim.Optimizer
     else:
         assert reward_scorer is not None
         candidates = tables.leaf_items[beams.leaves.clamp(min=0), 0]  # the first item of each SID
-        batch = EvalBatch(examples.users, examples.history, torch.zeros_like(examples.history), examples.lengths,
-                          torch.zeros_like(examples.users))  # fmt: skip
+        batch = EvalBatch(
+            examples.users,
+            examples.history,
+            torch.zeros_like(examples.history),
+            examples.lengths,
+            torch.zeros_like(examples.users),
+        )
         rewards = collaborative_rewards(candidates, reward_scorer(batch).to(device))
     advantages = group_advantages(rewards, valid)  # [P, G]
     model.train()
@@ -145,8 +160,12 @@ def grpo_step(model: SIDLLM, reference: SIDLLM, optimizer: torch.optim.Optimizer
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
     optimizer.step()
-    return StepStats(float(loss.detach()), float((rewards * valid).sum() / valid.sum().clamp(min=1)),
-                     float(hits.any(dim=1).float().mean()), float((kl.detach() * weight).sum() / weight.sum().clamp(min=1)))  # fmt: skip
+    return StepStats(
+        float(loss.detach()),
+        float((rewards * valid).sum() / valid.sum().clamp(min=1)),
+        float(hits.any(dim=1).float().mean()),
+        float((kl.detach() * weight).sum() / weight.sum().clamp(min=1)),
+    )
 
 
 # ---- the RL run ---------------------------------------------------------------------------------------
@@ -159,15 +178,19 @@ def rl_config(config_path: str | Path | None, overrides: list[str], sft_run: Pat
 
     sft = RunDir.open(sft_run).config()
     if sft.model.name != "sid-llm" or not (sft_run / "best.pt").is_file():
-        raise ConfigError(f"--from {sft_run}: RL starts from a trained sid-llm run (`genrec llm sft`), but this run "
-                          f"is model {sft.model.name!r}{'' if (sft_run / 'best.pt').is_file() else ' with no best.pt'}")  # fmt: skip
+        raise ConfigError(
+            f"--from {sft_run}: RL starts from a trained sid-llm run (`genrec llm sft`), but this run "
+            f"is model {sft.model.name!r}{'' if (sft_run / 'best.pt').is_file() else ' with no best.pt'}"
+        )
     merged = to_dict(sft)
     if config_path is not None:
         given = yaml.safe_load(resolve_config_path(config_path).read_text()) or {}
         extra = sorted(set(given) - {"name", "seed", "rl", "train", "eval"})
         if extra:
-            raise ConfigError(f"{config_path}: an RL config sets only name, seed, rl, train and eval (the data and "
-                              f"model come from the SFT run), not {', '.join(extra)}")  # fmt: skip
+            raise ConfigError(
+                f"{config_path}: an RL config sets only name, seed, rl, train and eval (the data and "
+                f"model come from the SFT run), not {', '.join(extra)}"
+            )
         merged.update(given)
     merged.setdefault("rl", {})["sft_run"] = str(sft_run)
     config = from_dict(RunConfig, apply_overrides(merged, overrides))
@@ -185,8 +208,14 @@ def training_examples(train: Sequences, model: SIDLLM) -> NextItemExamples:
     return sequences.collate(sequences.users.tolist()).next_item_examples(model.max_len)
 
 
-def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: bool = True, resume: bool = False,
-               stop_after_step: int | None = None) -> dict[str, Any] | None:  # fmt: skip
+def train_grpo(
+    config: RunConfig,
+    out: Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    resume: bool = False,
+    stop_after_step: int | None = None,
+) -> dict[str, Any] | None:
     """GRPO from the best checkpoint of the SFT run `config.rl.sft_run`; writes a run directory `genrec eval` reads.
 
     Each evaluation (every `train.eval_every` steps) also writes `last.pt`: weights, optimizer, the
@@ -197,8 +226,10 @@ def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: 
     from genrec.runner import run_inputs
 
     if resume and not config.rl.sft_run:
-        raise GenrecError(f"cannot resume {out} as an RL run: its config has no rl.sft_run (resume an SFT run with "
-                          f"genrec train --resume)")  # fmt: skip
+        raise GenrecError(
+            f"cannot resume {out} as an RL run: its config has no rl.sft_run (resume an SFT run with "
+            f"genrec train --resume)"
+        )
     if resume and not (out / LAST_CHECKPOINT).is_file():
         raise GenrecError(f"cannot resume: no checkpoint at {out / LAST_CHECKPOINT}")
     if not config.rl.sft_run:
@@ -209,8 +240,9 @@ def train_grpo(config: RunConfig, out: Path, overwrite: bool = False, progress: 
         return _run_grpo(config, run_dir, Path(config.rl.sft_run), progress, resume, stop_after_step)
 
 
-def _run_grpo(config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool, resume: bool,
-              stop_after_step: int | None) -> dict[str, Any] | None:  # fmt: skip
+def _run_grpo(
+    config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool, resume: bool, stop_after_step: int | None
+) -> dict[str, Any] | None:
     """The body of `train_grpo`, in a run directory locked for it."""
     from genrec.runner import build_model, dataset_of_run, record_dataset, scorer_for, split_for
 
@@ -238,8 +270,17 @@ def _run_grpo(config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool,
         model.eval()
         cases = split.cases(which).sample(e.max_cases)
         started = time.perf_counter()
-        result = evaluate(model.scorer(), split.sequences, cases, model.num_items, ks=e.ks, batch_size=e.batch_size,
-                          max_history=model.max_len, progress=progress, desc=f"eval {which}")  # fmt: skip
+        result = evaluate(
+            model.scorer(),
+            split.sequences,
+            cases,
+            model.num_items,
+            ks=e.ks,
+            batch_size=e.batch_size,
+            max_history=model.max_len,
+            progress=progress,
+            desc=f"eval {which}",
+        )
         return {**result, "seconds": time.perf_counter() - started}
 
     if resume:
@@ -263,7 +304,13 @@ def _run_grpo(config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool,
         batch = NextItemExamples(*(getattr(everything, f)[rows] for f in ("users", "history", "lengths", "targets")))
         started = time.perf_counter()
         stats = grpo_step(model, reference, optimizer, batch, config.rl, tables, t.grad_clip, reward_scorer)
-        record = {"split": "train", "epoch": 0, "step": step, **stats.__dict__, "seconds": time.perf_counter() - started}
+        record = {
+            "split": "train",
+            "epoch": 0,
+            "step": step,
+            **stats.__dict__,
+            "seconds": time.perf_counter() - started,
+        }
         run_dir.log_metrics(record)
         bar.set_postfix(reward=f"{stats.reward:.3f}", hit=f"{stats.hit_rate:.2f}", kl=f"{stats.kl:.4f}")
         if step % t.eval_every == 0 or step == steps:
@@ -273,9 +320,18 @@ def _run_grpo(config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool,
             if valid[t.metric] > best:
                 best, best_step = valid[t.metric], step
                 save_checkpoint(run_dir.path / BEST_CHECKPOINT, {"model": model.state_dict(), "step": step})
-            save_checkpoint(run_dir.path / LAST_CHECKPOINT, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "rng": rng_state(), "step": step, "best": best, "best_step": best_step})  # fmt: skip
+            save_checkpoint(
+                run_dir.path / LAST_CHECKPOINT,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "rng": rng_state(),
+                    "step": step,
+                    "best": best,
+                    "best_step": best_step,
+                },
+            )
             plot_run(run_dir.path, t.metric, x="step", train_keys=("reward", "hit_rate", "kl"))
             if stop_after_step is not None and step >= stop_after_step:
                 return None
@@ -283,7 +339,15 @@ def _run_grpo(config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool,
     results = {"valid": validate("valid"), "test": validate("test")}
     for which, metrics in results.items():
         run_dir.log_metrics({"split": which, "step": best_step, "final": True, **metrics})
-    summary = {"model": "sid-llm", "stage": "grpo", "from": str(sft_run), "dataset": str(dataset.path),
-               "protocol": split.protocol, **results, "best_step": best_step, "steps": steps}  # fmt: skip
+    summary = {
+        "model": "sid-llm",
+        "stage": "grpo",
+        "from": str(sft_run),
+        "dataset": str(dataset.path),
+        "protocol": split.protocol,
+        **results,
+        "best_step": best_step,
+        "steps": steps,
+    }
     run_dir.write_metrics(summary)
     return summary

@@ -25,28 +25,38 @@ log = logging.getLogger("genrec.llm")
 
 Task = Literal["next-item", "title-to-sid", "sid-to-title", "titles-to-next"]
 
-PREAMBLE = ("Below is an instruction that describes a task, paired with an input that provides further context. "
-            "Write a response that appropriately completes the request.\n\n")  # fmt: skip
+PREAMBLE = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+)
 
 
 @dataclass
 class PromptConfig:
     """Prompt templates (model.prompts.*) and how history items are written."""
 
-    next_item: str = (PREAMBLE + "### Instruction:\nCan you predict the next possible item that the user may expect?"
-                      "\n\n### Input:\nThe user has interacted with items {history} in chronological order. Can you "
-                      "predict the next possible item that the user may expect?\n\n### Response:\n")  # fmt: skip
-    title_to_sid: str = (PREAMBLE + "### Instruction:\nWhich item has the title: {title}?\n\n### Response:\n")
-    sid_to_title: str = (PREAMBLE + "### Instruction:\nWhat is the title of item {sid}?\n\n### Response:\n")
-    titles_to_next: str = (PREAMBLE + "### Instruction:\nThe user has bought items titled {history}, in "
-                           "chronological order. Which item will the user buy next?\n\n### Response:\n")  # fmt: skip
+    next_item: str = (
+        PREAMBLE + "### Instruction:\nCan you predict the next possible item that the user may expect?"
+        "\n\n### Input:\nThe user has interacted with items {history} in chronological order. Can you "
+        "predict the next possible item that the user may expect?\n\n### Response:\n"
+    )
+    title_to_sid: str = PREAMBLE + "### Instruction:\nWhich item has the title: {title}?\n\n### Response:\n"
+    sid_to_title: str = PREAMBLE + "### Instruction:\nWhat is the title of item {sid}?\n\n### Response:\n"
+    titles_to_next: str = (
+        PREAMBLE + "### Instruction:\nThe user has bought items titled {history}, in "
+        "chronological order. Which item will the user buy next?\n\n### Response:\n"
+    )
     separator: str = ", "
     with_titles: bool = False  # next-item: write each history item as `<a_1><b_2><c_3> "title"`
     title_field: str = "title"
 
     def __post_init__(self) -> None:
-        for key, slot in (("next_item", "{history}"), ("title_to_sid", "{title}"), ("sid_to_title", "{sid}"),
-                          ("titles_to_next", "{history}")):  # fmt: skip
+        for key, slot in (
+            ("next_item", "{history}"),
+            ("title_to_sid", "{title}"),
+            ("sid_to_title", "{sid}"),
+            ("titles_to_next", "{history}"),
+        ):
             if getattr(self, key).count(slot) != 1:
                 raise ConfigError(f"model.prompts.{key} must contain {slot} exactly once")
 
@@ -100,8 +110,11 @@ class PromptBuilder:
             total -= len(pieces[start]) + len(separator)
             start += 1
         if start and not self.truncated_items:
-            log.warning("a prompt is longer than %d tokens: its oldest history items are dropped (the running count is "
-                        "logged at each evaluation)", self.max_prompt_tokens)  # fmt: skip
+            log.warning(
+                "a prompt is longer than %d tokens: its oldest history items are dropped (the running count is "
+                "logged at each evaluation)",
+                self.max_prompt_tokens,
+            )
         self.truncated_items += start
         body: list[int] = []
         for i, piece in enumerate(pieces[start:]):
@@ -123,8 +136,9 @@ class PromptBuilder:
         return self.sid_ids(item)
 
 
-def left_padded(prompts: list[list[int]], answers: list[list[int]], pad_id: int
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def left_padded(
+    prompts: list[list[int]], answers: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch prompt + answer token lists, padded on the left.
 
     Returns (input_ids [E, T], attention_mask [E, T], labels [E, T]); labels are -100 everywhere but

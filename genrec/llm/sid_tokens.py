@@ -46,8 +46,11 @@ def add_sid_tokens(model: nn.Module, tokenizer: Any, sids: SemanticIds) -> SIDTo
     if len(tokenizer) > old_size:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         with torch.no_grad():
-            for table in {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
-                          if m is not None}.values():  # fmt: skip
+            for table in {
+                id(m.weight): m.weight
+                for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                if m is not None
+            }.values():
                 table[old_size:] = table[:old_size].mean(dim=0)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

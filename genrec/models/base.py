@@ -41,8 +41,13 @@ class SequentialRecommender(nn.Module, ABC):
     normalised: bool = False  # True when user and item vectors are L2-normalised (scores are cosines)
 
     @abstractmethod
-    def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
-               query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def encode(
+        self,
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        lengths: torch.Tensor,
+        query_timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """User vectors at every position.
 
         items: [B, L] int64 right-padded with 0; timestamps: [B, L] int64; lengths: [B] int64;
@@ -51,14 +56,20 @@ class SequentialRecommender(nn.Module, ABC):
         Returns [B, L, D]; position t summarises items[:, :t+1] (causal).
         """
 
-    def forward(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
-                query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        lengths: torch.Tensor,
+        query_timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Same as `encode` (so DistributedDataParallel can wrap the model)."""
         return self.encode(items, timestamps, lengths, query_timestamps)
 
     @classmethod
-    def for_dataset(cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None,
-                    progress: bool = True) -> SequentialRecommender:  # fmt: skip
+    def for_dataset(
+        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
+    ) -> SequentialRecommender:
         """A fresh model for `dataset` (models that read item text or features override this)."""
         return cls(dataset.num_items, config)  # type: ignore[call-arg]
 
@@ -83,8 +94,13 @@ class SequentialRecommender(nn.Module, ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def last_user_vectors(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
-                          next_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def last_user_vectors(
+        self,
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        lengths: torch.Tensor,
+        next_timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """[B, D] the user vector after each row's last real item.
 
         next_timestamps: [B] the time of the request (the evaluated target's time), if known.
@@ -115,8 +131,14 @@ class GenerativeRecommender(nn.Module, ABC):
         """The loss summed over the batch's targets (a scalar), as the trainer's losses return it."""
 
     @abstractmethod
-    def generate_next(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
-                      num_beams: int | None = None) -> Beams:  # fmt: skip
+    def generate_next(
+        self,
+        users: torch.Tensor,
+        history: torch.Tensor,
+        lengths: torch.Tensor,
+        tables: LevelTables,
+        num_beams: int | None = None,
+    ) -> Beams:
         """Constrained beam search for the next item of B users.
 
         users: [B] user indices; history: [B, H] right-padded item indices, oldest first; lengths: [B].
@@ -146,15 +168,18 @@ class GenerativeRecommender(nn.Module, ABC):
             raise DataError(f"this checkpoint has no SID token table: it is not a trained {self.config.name} model")
         current = self.item_tokens
         if saved.shape != current.shape or not torch.equal(saved.cpu(), current.cpu()):
-            raise DataError(f"the semantic IDs (model.sid_file, or the dataset's) do not match the SID tokens of the "
-                            f"saved model (saved {tuple(saved.shape)} items x levels, now {tuple(current.shape)}; or "
-                            f"the codes differ): use the SIDs the model was trained with")  # fmt: skip
+            raise DataError(
+                f"the semantic IDs (model.sid_file, or the dataset's) do not match the SID tokens of the "
+                f"saved model (saved {tuple(saved.shape)} items x levels, now {tuple(current.shape)}; or "
+                f"the codes differ): use the SIDs the model was trained with"
+            )
         return super().load_state_dict(state_dict, strict, assign)
 
     @classmethod
     @abstractmethod
-    def for_dataset(cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None,
-                    progress: bool = True) -> GenerativeRecommender:  # fmt: skip
+    def for_dataset(
+        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
+    ) -> GenerativeRecommender:
         """A fresh model for `dataset` (generative models read the items' semantic IDs from it)."""
 
     @property
@@ -185,16 +210,18 @@ class SequentialScorer:
     def user_vectors(self, batch: EvalBatch) -> torch.Tensor:
         """[B, D] each case's user vector (its scores are these times the item table)."""
         device = self.item_table.device
-        items, times, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
-                                       batch.lengths.to(device), self.model.max_len)  # fmt: skip
+        items, times, lengths = latest(
+            batch.history.to(device), batch.history_timestamps.to(device), batch.lengths.to(device), self.model.max_len
+        )
         lengths = lengths.clamp(min=1)  # an empty history scores from padding alone
         query_times = batch.target_timestamps.to(device)
         users = []
         for start in range(0, len(lengths), self.chunk_rows):
             rows = slice(start, start + self.chunk_rows)
             width = int(lengths[rows].max())  # drop the padding columns this chunk does not use
-            users.append(self.model.last_user_vectors(items[rows, :width], times[rows, :width], lengths[rows],
-                                                      query_times[rows]))  # fmt: skip
+            users.append(
+                self.model.last_user_vectors(items[rows, :width], times[rows, :width], lengths[rows], query_times[rows])
+            )
         return torch.cat(users)  # [B, D]
 
 
@@ -209,8 +236,9 @@ class GeneratedRankingScorer:
     @torch.no_grad()
     def __call__(self, batch: EvalBatch) -> torch.Tensor:
         model, device = self.model, self.model.item_tokens.device
-        items, _, lengths = latest(batch.history.to(device), batch.history_timestamps.to(device),
-                                   batch.lengths.to(device), model.max_len)  # fmt: skip
+        items, _, lengths = latest(
+            batch.history.to(device), batch.history_timestamps.to(device), batch.lengths.to(device), model.max_len
+        )
         users = batch.users.to(device)
         order = torch.argsort(lengths)  # users with similar history lengths share a pass: less padding
         scores = torch.empty(len(users), model.num_items + 1, device=device)

@@ -56,8 +56,13 @@ class CausalLMRecommender(SequentialRecommender):
     def dim(self) -> int:
         return self.hidden_size
 
-    def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
-               query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def encode(
+        self,
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        lengths: torch.Tensor,
+        query_timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """items: [B, L] right-padded -> [B, L, H] L2-normalised user vectors (times are not used)."""
         if items.shape[1] > self.max_len:
             raise ValueError(f"sequence length {items.shape[1]} exceeds max_len {self.max_len}")

@@ -72,7 +72,9 @@ class ItemLLMConfig(LLMTuning):
         if self.max_tokens < 1 or self.batch_size < 1 or self.item_tokens < 1:
             raise ConfigError("model.item_llm.max_tokens, batch_size and item_tokens must be >= 1")
         if self.pooling not in ("last", "mean", "item-token"):
-            raise ConfigError(f"model.item_llm.pooling: expected one of 'last' | 'mean' | 'item-token', got {self.pooling!r}")
+            raise ConfigError(
+                f"model.item_llm.pooling: expected one of 'last' | 'mean' | 'item-token', got {self.pooling!r}"
+            )
 
     def template(self) -> TextTemplate:
         return TextTemplate(prompt=self.prompt, fields=list(self.fields), separator=self.separator)
@@ -88,8 +90,9 @@ class HLLMConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         if self.user.name not in USER_MODELS:
-            raise ConfigError(f"model.user.name: HLLM's user model must be one of {', '.join(USER_MODELS)}, got "
-                              f"{self.user.name!r}")  # fmt: skip
+            raise ConfigError(
+                f"model.user.name: HLLM's user model must be one of {', '.join(USER_MODELS)}, got {self.user.name!r}"
+            )
 
     @property
     def end_to_end(self) -> bool:
@@ -140,7 +143,9 @@ class LLMTextTower(nn.Module):
         self.tokens = tokens
         self.pad_id = pad_id
         self.batch_size = batch_size
-        sample = np.random.default_rng(0).choice(np.arange(1, len(tokens)), size=min(256, len(tokens) - 1), replace=False)
+        sample = np.random.default_rng(0).choice(
+            np.arange(1, len(tokens)), size=min(256, len(tokens) - 1), replace=False
+        )
         with torch.no_grad():
             initial = self._embed(torch.from_numpy(np.sort(sample)))
         self.standardise = Standardise(initial)
@@ -170,8 +175,9 @@ class LLMTextTower(nn.Module):
     def catalogue(self) -> torch.Tensor:
         """[N+1, D] every item's vector (evaluation; computed once per `.eval()`)."""
         if self._table is None:
-            embeddings = embed_catalogue(self.encoder, self.tokens, self.pad_id, self.batch_size, self.device,
-                                         progress=False)  # fmt: skip
+            embeddings = embed_catalogue(
+                self.encoder, self.tokens, self.pad_id, self.batch_size, self.device, progress=False
+            )
             with torch.no_grad():
                 self._table = self.project(self.standardise(torch.from_numpy(embeddings).to(self.device)))
         return self._table
@@ -213,8 +219,13 @@ class HLLM(SequentialRecommender):
     def tower(self) -> nn.Module:
         return self.user_model.item_embedding
 
-    def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
-               query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def encode(
+        self,
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        lengths: torch.Tensor,
+        query_timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """items: [B, L] right-padded item indices -> [B, L, D] user vectors (see `SequentialRecommender`)."""
         if self.training and isinstance(self.tower, LLMTextTower):
             self.tower.start_step()  # a new batch: the item LLM's weights changed since the last one
@@ -224,22 +235,34 @@ class HLLM(SequentialRecommender):
         return self.user_model.item_vectors(ids)
 
     @classmethod
-    def for_dataset(cls, dataset: Dataset, config: HLLMConfig, device: torch.device | None = None,
-                    progress: bool = True) -> HLLM:  # fmt: skip
+    def for_dataset(
+        cls, dataset: Dataset, config: HLLMConfig, device: torch.device | None = None, progress: bool = True
+    ) -> HLLM:
         """Render the item texts of `dataset`, build the item tower (embedding the catalogue through
         the cache when the item LLM is frozen) and the user model."""
         c = config.item_llm
         device = device or torch.device("cpu")
         texts = render_item_texts(dataset, c.template())
         if texts.empty:
-            log.warning("%d items have no text in fields %s; they are embedded from the prompt alone", texts.empty,
-                        ", ".join(texts.fields))  # fmt: skip
+            log.warning(
+                "%d items have no text in fields %s; they are embedded from the prompt alone",
+                texts.empty,
+                ", ".join(texts.fields),
+            )
         location = resolve_model_path(c.path, c.gguf_file)
         user_model = USER_MODELS[config.user.name](dataset.num_items, config.user).to(device)
         dim = user_model.dim if isinstance(user_model, CausalLMRecommender) else config.user.dim  # type: ignore[attr-defined]
         if not config.end_to_end:
-            table, _ = cached_item_embeddings(location, texts.texts, c.pooling, c.max_tokens, cache_dir() / "item-embeddings",
-                                              c.batch_size, device, progress)  # fmt: skip
+            table, _ = cached_item_embeddings(
+                location,
+                texts.texts,
+                c.pooling,
+                c.max_tokens,
+                cache_dir() / "item-embeddings",
+                c.batch_size,
+                device,
+                progress,
+            )
             tower: nn.Module = FrozenTextTower(torch.from_numpy(table), dim)
         else:
             model, tokenizer = load_text_model(location)

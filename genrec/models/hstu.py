@@ -52,7 +52,9 @@ class HSTUConfig(ModelConfig):
         if not (0 <= self.dropout < 1 and 0 <= self.attention_dropout < 1):
             raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
         if self.kernel not in {k.value for k in HSTUKernel}:
-            raise ConfigError(f"model.kernel: unknown kernel {self.kernel!r}; valid: {', '.join(k.value for k in HSTUKernel)}")
+            raise ConfigError(
+                f"model.kernel: unknown kernel {self.kernel!r}; valid: {', '.join(k.value for k in HSTUKernel)}"
+            )
 
     @property
     def uses_time(self) -> bool:
@@ -114,6 +116,7 @@ class HSTUBlock(nn.Module):
 
 class HSTU(SequentialRecommender):
     normalised = True
+
     def __init__(self, num_items: int, config: HSTUConfig) -> None:
         super().__init__()
         self.num_items = num_items
@@ -129,8 +132,13 @@ class HSTU(SequentialRecommender):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
-    def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
-               query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def encode(
+        self,
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        lengths: torch.Tensor,
+        query_timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """items, timestamps: [B, L] right-padded -> [B, L, D] L2-normalised user vectors.
 
         query_timestamps: [B, L] the time at which position i predicts (the next event's time);

@@ -55,11 +55,18 @@ KERNELS: dict[HSTUKernel, Callable[..., torch.Tensor]] = {
 
 
 def hstu_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, n: int, dropout_p: float = 0.0,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor,
+    n: int,
+    dropout_p: float = 0.0,
     kernel: HSTUKernel | str = HSTUKernel.REFERENCE,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Dispatch to `kernel` after checking shapes once (see `reference_hstu_attention`)."""
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"expected q, k [B, H, L, Dqk] and v [B, H, L, Dv], got {tuple(q.shape)}, "
-                         f"{tuple(k.shape)}, {tuple(v.shape)}")  # fmt: skip
+        raise ValueError(
+            f"expected q, k [B, H, L, Dqk] and v [B, H, L, Dv], got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
     return KERNELS[HSTUKernel(kernel)](q, k, v, bias, n, dropout_p)

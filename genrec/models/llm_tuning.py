@@ -25,7 +25,9 @@ class LLMTuning:
     gradient_checkpointing: bool = True  # recompute activations in the backward pass to save memory
 
 
-def prepare_for_training(model: nn.Module, tuning: LLMTuning, where: str, new_tokens: list[int] | None = None) -> nn.Module:
+def prepare_for_training(
+    model: nn.Module, tuning: LLMTuning, where: str, new_tokens: list[int] | None = None
+) -> nn.Module:
     """`model` with the trainable weights `tuning` asks for (`where`: the config section, for errors).
 
     new_tokens: token ids added to the vocabulary; their embedding rows (input, and output when
@@ -46,8 +48,13 @@ def prepare_for_training(model: nn.Module, tuning: LLMTuning, where: str, new_to
     if tuning.train == "new-tokens":
         config = peft.TrainableTokensConfig(token_indices=list(new_tokens or []), target_modules=list(token_rows or []))
     else:
-        config = peft.LoraConfig(r=tuning.lora_rank, lora_alpha=tuning.lora_alpha, lora_dropout=tuning.lora_dropout,
-                                 target_modules=list(tuning.lora_targets) or None, trainable_token_indices=token_rows)  # fmt: skip
+        config = peft.LoraConfig(
+            r=tuning.lora_rank,
+            lora_alpha=tuning.lora_alpha,
+            lora_dropout=tuning.lora_dropout,
+            target_modules=list(tuning.lora_targets) or None,
+            trainable_token_indices=token_rows,
+        )
     try:
         adapted = peft.get_peft_model(model, config)
     except ValueError as exc:  # peft knows no default target modules for this architecture

@@ -35,7 +35,9 @@ class SASRecConfig(ModelConfig):
         if self.max_len < 1:
             raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
         if self.dim < 1 or self.num_blocks < 0 or self.num_heads < 1 or self.dim % self.num_heads:
-            raise ConfigError(f"model.dim ({self.dim}) must be a positive multiple of model.num_heads ({self.num_heads})")
+            raise ConfigError(
+                f"model.dim ({self.dim}) must be a positive multiple of model.num_heads ({self.num_heads})"
+            )
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -80,8 +82,13 @@ class SASRec(SequentialRecommender):
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
 
-    def encode(self, items: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor,
-               query_timestamps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def encode(
+        self,
+        items: torch.Tensor,
+        timestamps: torch.Tensor,
+        lengths: torch.Tensor,
+        query_timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """items: [B, L] right-padded (L <= max_len) -> [B, L, D] (times are not used)."""
         B, L = items.shape
         if L > self.max_len:

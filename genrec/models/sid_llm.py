@@ -58,8 +58,10 @@ class SIDLLMConfig(ModelConfig, LLMTuning):
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in ("next-item", *ALIGNMENT_TASKS)]
         if unknown or "next-item" not in self.tasks:
-            raise ConfigError(f"model.tasks must include next-item and only name next-item, "
-                              f"{', '.join(ALIGNMENT_TASKS)}; got {self.tasks}")  # fmt: skip
+            raise ConfigError(
+                f"model.tasks must include next-item and only name next-item, "
+                f"{', '.join(ALIGNMENT_TASKS)}; got {self.tasks}"
+            )
         for key in ("max_len", "train_len", "max_prompt_tokens", "num_beams", "eval_users_per_pass"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
@@ -78,13 +80,16 @@ class SIDLLM(GenerativeRecommender):
         self.tokenizer = tokenizer
         self.register_buffer("item_tokens", extended.item_tokens)  # [N+1, L]; a checkpoint must match it
         limit = min(config.max_prompt_tokens, (context_length(model) or 10**9) - sids.num_levels - 1)
-        titles = _item_titles(dataset, config.prompts.title_field, needed=len(config.tasks) > 1 or config.prompts.with_titles)
+        titles = _item_titles(
+            dataset, config.prompts.title_field, needed=len(config.tasks) > 1 or config.prompts.with_titles
+        )
         self.prompts = PromptBuilder(config.prompts, tokenizer, extended.item_tokens, titles, limit)
         self.llm = prepare_for_training(model, config, "model", new_tokens=extended.new_token_ids)
 
     @classmethod
-    def for_dataset(cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None,
-                    progress: bool = True) -> SIDLLM:  # fmt: skip
+    def for_dataset(
+        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
+    ) -> SIDLLM:
         assert isinstance(config, SIDLLMConfig)
         return cls(dataset, config)
 
@@ -140,7 +145,9 @@ class SIDLLM(GenerativeRecommender):
         return ids.to(self.item_tokens.device), mask.to(self.item_tokens.device)
 
     @torch.no_grad()
-    def generate(self, ids: torch.Tensor, mask: torch.Tensor, tables: LevelTables, num_beams: int | None = None) -> Beams:
+    def generate(
+        self, ids: torch.Tensor, mask: torch.Tensor, tables: LevelTables, num_beams: int | None = None
+    ) -> Beams:
         """Constrained beam search after left-padded prompts ids/mask [B, T]: `Beams`, best first."""
         from transformers.cache_utils import DynamicCache
 
@@ -150,29 +157,49 @@ class SIDLLM(GenerativeRecommender):
         def step(tokens: torch.Tensor | None, parents: torch.Tensor | None) -> torch.Tensor:
             if tokens is None:
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                out = self.llm(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                               use_cache=True, logits_to_keep=1)  # fmt: skip
+                out = self.llm(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
             else:  # each beam continues its parent row: reorder the cache, append the new token
                 cache.reorder_cache(parents)
                 grown = torch.cat([state["mask"][parents], torch.ones_like(tokens)[:, None]], dim=1)
                 position = state["next"][parents]
                 state["mask"], state["next"] = grown, position + 1
-                out = self.llm(input_ids=tokens[:, None], attention_mask=grown, position_ids=position[:, None],
-                               past_key_values=cache, use_cache=True)  # fmt: skip
+                out = self.llm(
+                    input_ids=tokens[:, None],
+                    attention_mask=grown,
+                    position_ids=position[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
             return out.logits[:, -1].float().log_softmax(-1)
 
         return constrained_beam_search(step, tables, len(ids), num_beams or self.config.num_beams)
 
-    def generate_next(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
-                      num_beams: int | None = None) -> Beams:  # fmt: skip
+    def generate_next(
+        self,
+        users: torch.Tensor,
+        history: torch.Tensor,
+        lengths: torch.Tensor,
+        tables: LevelTables,
+        num_beams: int | None = None,
+    ) -> Beams:
         """The beam search after each history's prompt (`users` is unused: the prompt names no user)."""
         ids, mask = self.history_prompts(history, lengths)
         return self.generate(ids, mask, tables, num_beams)
 
     def scorer(self) -> Scorer:
         if self.prompts.truncated_items:
-            log.info("%d history items dropped so far to fit prompts into %d tokens", self.prompts.truncated_items,
-                     self.prompts.max_prompt_tokens)  # fmt: skip
+            log.info(
+                "%d history items dropped so far to fit prompts into %d tokens",
+                self.prompts.truncated_items,
+                self.prompts.max_prompt_tokens,
+            )
         return super().scorer()
 
 
@@ -180,8 +207,10 @@ def _item_titles(dataset: Dataset, column: str, needed: bool) -> list[str]:
     names = dataset.items.schema.names
     if column not in names:
         if needed:
-            raise ConfigError(f"the prompts use item titles but the dataset has no {column!r} item field "
-                              f"(fields: {', '.join(names)}); set model.prompts.title_field")  # fmt: skip
+            raise ConfigError(
+                f"the prompts use item titles but the dataset has no {column!r} item field "
+                f"(fields: {', '.join(names)}); set model.prompts.title_field"
+            )
         return [""] * (dataset.num_items + 1)
     titles = [""] * (dataset.num_items + 1)
     for item, title in zip(dataset.items["item"].to_pylist(), dataset.items[column].to_pylist()):

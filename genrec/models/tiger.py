@@ -57,13 +57,23 @@ class TIGERConfig(ModelConfig):
     eval_users_per_pass: int = 16  # users beam-searched together (memory: users x beams x encoder length)
 
     def __post_init__(self) -> None:
-        for key in ("max_len", "train_len", "dim", "num_layers", "num_heads", "head_dim", "ffn_dim", "num_beams",
-                    "eval_users_per_pass"):  # fmt: skip
+        for key in (
+            "max_len",
+            "train_len",
+            "dim",
+            "num_layers",
+            "num_heads",
+            "head_dim",
+            "ffn_dim",
+            "num_beams",
+            "eval_users_per_pass",
+        ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if self.user_tokens < 0 or not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.user_tokens must be >= 0 and model.dropout in [0, 1), got {self.user_tokens}, "
-                              f"{self.dropout}")  # fmt: skip
+            raise ConfigError(
+                f"model.user_tokens must be >= 0 and model.dropout in [0, 1), got {self.user_tokens}, {self.dropout}"
+            )
 
 
 @dataclass(frozen=True)
@@ -108,29 +118,44 @@ class TIGER(GenerativeRecommender):
         transformers = require("transformers")
 
         if sids.collisions():
-            log.warning("%d items share a semantic ID with another item: the beam search cannot tell them apart "
-                        "(they tie in the ranking)", sids.collisions())  # fmt: skip
+            log.warning(
+                "%d items share a semantic ID with another item: the beam search cannot tell them apart "
+                "(they tie in the ranking)",
+                sids.collisions(),
+            )
         self.config = config
         self.num_items, self.max_len, self.train_len = sids.num_items, config.max_len, config.train_len
         self.vocab = SIDVocabulary(tuple(sids.codebook_sizes), max(config.user_tokens, 1))
         self.num_levels = sids.num_levels
         # saved with the weights: a checkpoint is only valid with the SIDs it was trained on
         self.register_buffer("item_tokens", self.vocab.item_tokens(sids.codes))  # [N+1, L]
-        t5 = transformers.T5Config(vocab_size=self.vocab.size, d_model=config.dim, d_kv=config.head_dim, d_ff=config.ffn_dim,
-                      num_layers=config.num_layers, num_decoder_layers=config.num_layers, num_heads=config.num_heads,
-                      dropout_rate=config.dropout, feed_forward_proj="relu", pad_token_id=SIDVocabulary.PAD,
-                      eos_token_id=SIDVocabulary.EOS, decoder_start_token_id=SIDVocabulary.PAD)  # fmt: skip
+        t5 = transformers.T5Config(
+            vocab_size=self.vocab.size,
+            d_model=config.dim,
+            d_kv=config.head_dim,
+            d_ff=config.ffn_dim,
+            num_layers=config.num_layers,
+            num_decoder_layers=config.num_layers,
+            num_heads=config.num_heads,
+            dropout_rate=config.dropout,
+            feed_forward_proj="relu",
+            pad_token_id=SIDVocabulary.PAD,
+            eos_token_id=SIDVocabulary.EOS,
+            decoder_start_token_id=SIDVocabulary.PAD,
+        )
         self.t5 = transformers.T5ForConditionalGeneration(t5)
 
     @classmethod
-    def for_dataset(cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None,
-                    progress: bool = True) -> TIGER:  # fmt: skip
+    def for_dataset(
+        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
+    ) -> TIGER:
         assert isinstance(config, TIGERConfig)
         return cls(semantic_ids_for(dataset, config.sid_file), config)
 
     # ---- the encoder input ------------------------------------------------------------------------
-    def encoder_inputs(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def encoder_inputs(
+        self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """[user token, the history's SID tokens oldest first, EOS], right-padded.
 
         users: [E]; history: [E, H] right-padded item indices; lengths: [E] (0 is allowed).
@@ -159,8 +184,14 @@ class TIGER(GenerativeRecommender):
 
     # ---- generation -------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_next(self, users: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor, tables: LevelTables,
-                      num_beams: int | None = None) -> Beams:  # fmt: skip
+    def generate_next(
+        self,
+        users: torch.Tensor,
+        history: torch.Tensor,
+        lengths: torch.Tensor,
+        tables: LevelTables,
+        num_beams: int | None = None,
+    ) -> Beams:
         """Constrained beam search for B users: `Beams` with leaves [B, K] of `tables`, best first."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
@@ -177,8 +208,13 @@ class TIGER(GenerativeRecommender):
                 cache.reorder_cache(parents)
                 rows["states"], rows["mask"] = rows["states"][parents], rows["mask"][parents]
                 decoder_input = tokens[:, None]
-            out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=rows["states"]), attention_mask=rows["mask"],
-                          decoder_input_ids=decoder_input, past_key_values=cache, use_cache=True)  # fmt: skip
+            out = self.t5(
+                encoder_outputs=BaseModelOutput(last_hidden_state=rows["states"]),
+                attention_mask=rows["mask"],
+                decoder_input_ids=decoder_input,
+                past_key_values=cache,
+                use_cache=True,
+            )
             return out.logits[:, -1].float().log_softmax(-1)
 
         return constrained_beam_search(step, tables, len(users), num_beams or self.config.num_beams)

@@ -119,7 +119,9 @@ class Batcher:
             if not batch:
                 continue
             try:
-                answers = await loop.run_in_executor(self.executor, self.recommender.recommend_many, [q for q, _ in batch])
+                answers = await loop.run_in_executor(
+                    self.executor, self.recommender.recommend_many, [q for q, _ in batch]
+                )
             except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, never the loop
                 log.exception("a batch of %d requests failed", len(batch))
                 for _, future in batch:
@@ -150,8 +152,12 @@ class State:
         return self.recommender, self.batcher
 
 
-def create_app(load: Callable[[], Recommender] | Recommender, max_history: int = 10_000, max_batch: int = 64,
-               max_wait_ms: float = 2.0) -> FastAPI:  # fmt: skip
+def create_app(
+    load: Callable[[], Recommender] | Recommender,
+    max_history: int = 10_000,
+    max_batch: int = 64,
+    max_wait_ms: float = 2.0,
+) -> FastAPI:
     """The service of one recommender (or of the one `load()` returns, loaded at start-up).
 
     max_history: the longest history a request may send (longer ones get a 422).
@@ -193,8 +199,10 @@ def create_app(load: Callable[[], Recommender] | Recommender, max_history: int =
         first = errors[0] if errors else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
         message = f"{where}: {first.get('msg', 'invalid request')}"
-        return JSONResponse(status_code=422, content={"error": message,
-                                                      "detail": [{k: e.get(k) for k in ("loc", "msg", "type")} for e in errors]})  # fmt: skip
+        return JSONResponse(
+            status_code=422,
+            content={"error": message, "detail": [{k: e.get(k) for k in ("loc", "msg", "type")} for e in errors]},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -207,22 +215,35 @@ def create_app(load: Callable[[], Recommender] | Recommender, max_history: int =
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         if state.recommender is None:
-            return JSONResponse(status_code=503, content={"status": "failed" if state.error else "loading",
-                                                          "error": state.error})  # fmt: skip
+            return JSONResponse(
+                status_code=503, content={"status": "failed" if state.error else "loading", "error": state.error}
+            )
         r = state.recommender
         b = state.batcher
-        return JSONResponse({"status": "ready", "model": r.model_name, "run": r.run_name, "items": r.num_items,
-                             "index": None if r.index is None else r.index.kind, "requests": b.answered if b else 0,
-                             "batches": b.batches if b else 0})  # fmt: skip
+        return JSONResponse(
+            {
+                "status": "ready",
+                "model": r.model_name,
+                "run": r.run_name,
+                "items": r.num_items,
+                "index": None if r.index is None else r.index.kind,
+                "requests": b.answered if b else 0,
+                "batches": b.batches if b else 0,
+            }
+        )
 
     @app.post("/recommend", response_model=RecommendResponse)
     async def recommend(body: RecommendRequest) -> dict[str, Any]:
         recommender, batcher = state.ready_recommender()
         if len(body.history) > state.max_history:
-            raise HTTPException(422, f"history: {len(body.history)} items, more than this server's limit of "
-                                     f"{state.max_history} (genrec serve --max-history)")  # fmt: skip
-        query = Query(body.history, body.k, body.timestamps, body.request_time, body.exclude_seen, body.exclude,
-                      body.allow)  # fmt: skip
+            raise HTTPException(
+                422,
+                f"history: {len(body.history)} items, more than this server's limit of "
+                f"{state.max_history} (genrec serve --max-history)",
+            )
+        query = Query(
+            body.history, body.k, body.timestamps, body.request_time, body.exclude_seen, body.exclude, body.allow
+        )
         return response_of(await answer(recommender, batcher, query))
 
     @app.get("/users/{user_id}/recommendations", response_model=RecommendResponse)

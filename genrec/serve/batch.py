@@ -111,14 +111,24 @@ def _request(path: Path, number: int, row: Any) -> tuple[str, Query]:
     if not isinstance(history, list):
         raise DataError(f"{where}: 'history' should be a list of item ids, got {type(history).__name__}")
     timestamps = row.get("timestamps")
-    if timestamps is not None and (not isinstance(timestamps, list) or len(timestamps) != len(history)
-                                   or not all(isinstance(t, int) for t in timestamps)):  # fmt: skip
+    if timestamps is not None and (
+        not isinstance(timestamps, list)
+        or len(timestamps) != len(history)
+        or not all(isinstance(t, int) for t in timestamps)
+    ):
         raise DataError(f"{where}: 'timestamps' should be a list of {len(history)} integers (one per history item)")
     request_time = row.get("request_time")
     if request_time is not None and not isinstance(request_time, int):
         raise DataError(f"{where}: 'request_time' should be an integer (unix seconds)")
-    query = Query(history, 0, timestamps, request_time, bool(row.get("exclude_seen", True)), row.get("exclude") or (),
-                  row.get("allow"))  # fmt: skip
+    query = Query(
+        history,
+        0,
+        timestamps,
+        request_time,
+        bool(row.get("exclude_seen", True)),
+        row.get("exclude") or (),
+        row.get("allow"),
+    )
     return str(row.get("id", number)), query
 
 
@@ -127,8 +137,9 @@ class _Writer:
 
     def __init__(self, path: Path, recommender: Recommender, user_type: pa.DataType) -> None:
         self.item_ids = recommender.dataset.items["raw_id"].combine_chunks()
-        schema = pa.schema([("user", user_type), ("rank", pa.int32()), ("item", self.item_ids.type),
-                            ("score", pa.float32())])  # fmt: skip
+        schema = pa.schema(
+            [("user", user_type), ("rank", pa.int32()), ("item", self.item_ids.type), ("score", pa.float32())]
+        )
         self.writer = pq.ParquetWriter(path, schema)
         self.rows = 0
 
@@ -138,9 +149,14 @@ class _Writer:
         ranks = np.broadcast_to(np.arange(1, K + 1, dtype=np.int32), (B, K))
         keep = (items > 0) & (ranks <= ks[:, None])
         rows = np.repeat(np.arange(B), keep.sum(axis=1))
-        table = pa.table({"user": users.take(pa.array(rows)), "rank": pa.array(ranks[keep]),
-                          "item": self.item_ids.take(pa.array(items[keep] - 1)),
-                          "score": pa.array(scores[keep].astype(np.float32))})  # fmt: skip
+        table = pa.table(
+            {
+                "user": users.take(pa.array(rows)),
+                "rank": pa.array(ranks[keep]),
+                "item": self.item_ids.take(pa.array(items[keep] - 1)),
+                "score": pa.array(scores[keep].astype(np.float32)),
+            }
+        )
         self.writer.write_table(table)
         self.rows += table.num_rows
 
@@ -148,9 +164,16 @@ class _Writer:
         self.writer.close()
 
 
-def recommend_to_parquet(recommender: Recommender, out: str | Path, k: int = 100, users: str | Path = "all",
-                         histories: str | Path | None = None, overwrite: bool = False, batch_size: int | None = None,
-                         progress: bool = True) -> BatchSummary:  # fmt: skip
+def recommend_to_parquet(
+    recommender: Recommender,
+    out: str | Path,
+    k: int = 100,
+    users: str | Path = "all",
+    histories: str | Path | None = None,
+    overwrite: bool = False,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> BatchSummary:
     """Write the top `k` of every user (`users="all"`), of the users listed in a file, or of the
     requests in a `histories` file, to the Parquet file `out`."""
     out = Path(out)
@@ -164,8 +187,9 @@ def recommend_to_parquet(recommender: Recommender, out: str | Path, k: int = 100
     return summary
 
 
-def _write_users(recommender: Recommender, tmp: Path, users: str | Path, k: int, batch_size: int,
-                 progress: bool) -> BatchSummary:  # fmt: skip
+def _write_users(
+    recommender: Recommender, tmp: Path, users: str | Path, k: int, batch_size: int, progress: bool
+) -> BatchSummary:
     raw_users = recommender.dataset.users["raw_id"].combine_chunks()
     skipped = 0
     if str(users) == "all":
@@ -193,16 +217,19 @@ def _write_users(recommender: Recommender, tmp: Path, users: str | Path, k: int,
     return BatchSummary(tmp, len(indices), writer.rows, skipped, fallback)
 
 
-def _write_histories(recommender: Recommender, tmp: Path, histories: str | Path, k: int, batch_size: int,
-                     progress: bool) -> BatchSummary:  # fmt: skip
+def _write_histories(
+    recommender: Recommender, tmp: Path, histories: str | Path, k: int, batch_size: int, progress: bool
+) -> BatchSummary:
     writer = _Writer(tmp, recommender, pa.string())
     requests = fallback = 0
     try:
         with tqdm(desc="recommend", unit="request", disable=not progress) as bar:
             for chunk in read_requests(histories, batch_size):
                 ids = [request_id for request_id, _ in chunk]
-                queries = [Query(q.history, k, q.timestamps, q.request_time, q.exclude_seen, q.exclude, q.allow)
-                           for _, q in chunk]  # fmt: skip
+                queries = [
+                    Query(q.history, k, q.timestamps, q.request_time, q.exclude_seen, q.exclude, q.allow)
+                    for _, q in chunk
+                ]
                 cases, _, _ = recommender.cases_of(queries)
                 items, scores = recommender.top_k(cases, batch_size)
                 writer.write(pa.array(ids, pa.string()), items, scores, cases.ks)

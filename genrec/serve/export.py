@@ -49,8 +49,13 @@ def read_bin(path: Path, dtype: np.dtype) -> np.ndarray:
         return np.fromfile(f, dtype=dtype, count=int(rows) * int(cols)).reshape(int(rows), int(cols))
 
 
-def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,
-                           index: str | None = None, index_params: IndexParams | None = None) -> Path:  # fmt: skip
+def export_item_embeddings(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    index: str | None = None,
+    index_params: IndexParams | None = None,
+) -> Path:
     """Write the best checkpoint's item embeddings of `run_dir` (see the module docstring); returns the folder.
 
     index: also build a FAISS index of them: exact | hnsw | ivf (see `genrec.serve.index`).
@@ -67,8 +72,10 @@ def export_item_embeddings(run_dir: str | Path, out: str | Path | None = None, o
     from genrec.models import NEURAL_MODELS, GenerativeRecommender
 
     if issubclass(NEURAL_MODELS[config.model.name], GenerativeRecommender):
-        raise ConfigError(f"model {config.model.name!r} generates semantic IDs and has no item embedding table to "
-                          f"export; its item representation is the SID file (model.sid_file or the dataset's SIDs)")  # fmt: skip
+        raise ConfigError(
+            f"model {config.model.name!r} generates semantic IDs and has no item embedding table to "
+            f"export; its item representation is the SID file (model.sid_file or the dataset's SIDs)"
+        )
     if not checkpoint.is_file():
         raise ConfigError(f"{run.path} has no {BEST_CHECKPOINT}: train the run first (genrec train)")
     dataset = dataset_of_run(run, config, download=False)

@@ -67,8 +67,9 @@ class ItemIndex:
     params: IndexParams = field(default_factory=IndexParams)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, kind: str = "hnsw", params: IndexParams | None = None,
-              seed: int = 0) -> ItemIndex:  # fmt: skip
+    def build(
+        cls, vectors: np.ndarray, kind: str = "hnsw", params: IndexParams | None = None, seed: int = 0
+    ) -> ItemIndex:
         """vectors: [N, D] float32, row r = item r + 1."""
         faiss = require_faiss()
         if kind not in INDEX_KINDS:
@@ -101,8 +102,14 @@ class ItemIndex:
     def save(self, folder: Path) -> None:
         faiss = require_faiss()
         faiss.write_index(self.index, str(folder / INDEX_FILE))
-        meta = {"kind": self.kind, "num_items": self.num_items, "dim": self.dim, "metric": "inner product",
-                "row": "item index - 1", "params": asdict(self.params)}  # fmt: skip
+        meta = {
+            "kind": self.kind,
+            "num_items": self.num_items,
+            "dim": self.dim,
+            "metric": "inner product",
+            "row": "item index - 1",
+            "params": asdict(self.params),
+        }
         (folder / INDEX_META).write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -113,8 +120,10 @@ class ItemIndex:
         folder = path if path.is_dir() else path.parent
         meta_path, index_path = folder / INDEX_META, folder / INDEX_FILE
         if not index_path.is_file() or not meta_path.is_file():
-            raise DataError(f"no ANN index at {path}: expected {INDEX_FILE} and {INDEX_META} (write them with "
-                            f"genrec export RUN --index hnsw)")  # fmt: skip
+            raise DataError(
+                f"no ANN index at {path}: expected {INDEX_FILE} and {INDEX_META} (write them with "
+                f"genrec export RUN --index hnsw)"
+            )
         try:
             meta = json.loads(meta_path.read_text())
             params = IndexParams(**meta["params"])
@@ -126,8 +135,10 @@ class ItemIndex:
         except RuntimeError as exc:
             raise DataError(f"{index_path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from None
         if index.ntotal != num_items or index.d != dim:
-            raise DataError(f"{index_path} holds {index.ntotal} vectors of dimension {index.d}, {INDEX_META} says "
-                            f"{num_items} of dimension {dim}: the files do not belong together")  # fmt: skip
+            raise DataError(
+                f"{index_path} holds {index.ntotal} vectors of dimension {index.d}, {INDEX_META} says "
+                f"{num_items} of dimension {dim}: the files do not belong together"
+            )
         loaded = cls(index, kind, num_items, dim, params)
         loaded.configure()
         return loaded
@@ -150,8 +161,11 @@ class ItemIndex:
             values, labels = self.index.search(users[pending], fetch)  # labels -1 = not found
             short = []
             for row, found, value in zip(pending, labels, values):
-                keep = [(int(label) + 1, float(v)) for label, v in zip(found, value)
-                        if label >= 0 and int(label) + 1 not in banned[row]][:k]  # fmt: skip
+                keep = [
+                    (int(label) + 1, float(v))
+                    for label, v in zip(found, value)
+                    if label >= 0 and int(label) + 1 not in banned[row]
+                ][:k]
                 if len(keep) < k and fetch < self.num_items:
                     short.append(row)
                     continue

@@ -88,8 +88,14 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         items = [{"id": item.id, "score": item.score, **item.fields} for item in self.items]
-        return {"items": items, "fallback": self.fallback, "unknown_items": self.unknown_items,
-                "time_source": self.time_source, "model": self.model, "run": self.run}  # fmt: skip
+        return {
+            "items": items,
+            "fallback": self.fallback,
+            "unknown_items": self.unknown_items,
+            "time_source": self.time_source,
+            "model": self.model,
+            "run": self.run,
+        }
 
 
 @dataclass
@@ -117,8 +123,15 @@ class Cases:
 class Recommender:
     """A trained run (any model family) loaded once, answering top-k requests in raw ids."""
 
-    def __init__(self, config: RunConfig, dataset: Dataset, scorer: Scorer, popularity: torch.Tensor, run_name: str,
-                 index: ItemIndex | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: RunConfig,
+        dataset: Dataset,
+        scorer: Scorer,
+        popularity: torch.Tensor,
+        run_name: str,
+        index: ItemIndex | None = None,
+    ) -> None:
         self.config = config
         self.dataset = dataset
         self.scorer = scorer
@@ -135,8 +148,10 @@ class Recommender:
         if index is not None and not isinstance(scorer, SequentialScorer):
             raise ConfigError(f"an ANN index serves models with item vectors; {self.model_name!r} has none")
         if index is not None and index.num_items != self.num_items:
-            raise DataError(f"the index holds {index.num_items:,} items but the run's dataset has {self.num_items:,}: "
-                            f"export the index from this run")  # fmt: skip
+            raise DataError(
+                f"the index holds {index.num_items:,} items but the run's dataset has {self.num_items:,}: "
+                f"export the index from this run"
+            )
         self.item_raw_ids = dataset.item_raw_ids()
         self.item_index = {str(raw): i for i, raw in enumerate(self.item_raw_ids) if i}
         self.user_index = {str(raw): u for u, raw in enumerate(dataset.user_raw_ids()) if u}
@@ -146,8 +161,9 @@ class Recommender:
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str | None = None, index: str | Path | None = None,
-                 progress: bool = False) -> Recommender:  # fmt: skip
+    def from_run(
+        cls, run_dir: str | Path, device: str | None = None, index: str | Path | None = None, progress: bool = False
+    ) -> Recommender:
         """The best checkpoint of `run_dir` with its dataset (found as `genrec eval` finds it).
 
         device: where the model runs (default: the run's `train.device`, `auto` = CUDA when available).
@@ -180,9 +196,16 @@ class Recommender:
         return cls(config, dataset, scorer, popularity.counts, run.path.resolve().name, item_index)
 
     # ---- public API --------------------------------------------------------------------------------
-    def recommend(self, history: Sequence[Any], k: int = 10, timestamps: Sequence[int] | None = None,
-                  request_time: int | None = None, exclude_seen: bool = True, exclude: Sequence[Any] = (),
-                  allow: Sequence[Any] | None = None) -> Recommendation:  # fmt: skip
+    def recommend(
+        self,
+        history: Sequence[Any],
+        k: int = 10,
+        timestamps: Sequence[int] | None = None,
+        request_time: int | None = None,
+        exclude_seen: bool = True,
+        exclude: Sequence[Any] = (),
+        allow: Sequence[Any] | None = None,
+    ) -> Recommendation:
         """The top `k` items after `history` (raw item ids, oldest first); see `Query`."""
         query = Query(history, k, timestamps, request_time, exclude_seen, exclude, allow)
         return self.recommend_many([query])[0]
@@ -192,8 +215,14 @@ class Recommender:
         cases, unknown, sources = self.cases_of(queries)
         return self._answer(cases, unknown, sources)
 
-    def recommend_users(self, raw_user_ids: Iterable[Any], k: int = 10, exclude_seen: bool = True,
-                        exclude: Sequence[Any] = (), allow: Sequence[Any] | None = None) -> list[Recommendation]:  # fmt: skip
+    def recommend_users(
+        self,
+        raw_user_ids: Iterable[Any],
+        k: int = 10,
+        exclude_seen: bool = True,
+        exclude: Sequence[Any] = (),
+        allow: Sequence[Any] | None = None,
+    ) -> list[Recommendation]:
         """The top `k` for known users of the dataset, from their whole history (every event, including
         those the evaluation held out). Raises DataError naming unknown users."""
         users = self.users_of(raw_user_ids)
@@ -218,8 +247,12 @@ class Recommender:
         users = [self.user_index.get(str(u), 0) for u in raw]
         missing = [u for u, index in zip(raw, users) if index == 0]
         if missing:
-            shown = ", ".join(repr(u) for u in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise DataError(f"unknown user{'s' if len(missing) > 1 else ''} {shown}: not in the dataset of {self.run_name}")
+            shown = ", ".join(repr(u) for u in missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            raise DataError(
+                f"unknown user{'s' if len(missing) > 1 else ''} {shown}: not in the dataset of {self.run_name}"
+            )
         return np.asarray(users, dtype=np.int64)
 
     def _indices(self, raw_ids: Iterable[Any]) -> np.ndarray:
@@ -230,8 +263,14 @@ class Recommender:
     def _allowed(self, allow: Sequence[Any] | None) -> np.ndarray | None:
         return None if allow is None else self._indices(allow)
 
-    def user_cases(self, users: np.ndarray, k: int, exclude_seen: bool = True, exclude: np.ndarray | None = None,
-                   allowed: np.ndarray | None = None) -> Cases:  # fmt: skip
+    def user_cases(
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude_seen: bool = True,
+        exclude: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> Cases:
         """Cases for known users (indices [B]) from their whole history; the request time is their last event's."""
         self._check_k(k)
         full = self.dataset.sequences
@@ -251,8 +290,15 @@ class Recommender:
             banned = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
         else:
             banned = sequences.items
-        return Cases(sequences, last.astype(np.int64), np.full(len(users), k, dtype=np.int64), banned, banned_offsets,
-                     [allowed] * len(users), users.astype(np.int64))  # fmt: skip
+        return Cases(
+            sequences,
+            last.astype(np.int64),
+            np.full(len(users), k, dtype=np.int64),
+            banned,
+            banned_offsets,
+            [allowed] * len(users),
+            users.astype(np.int64),
+        )
 
     def cases_of(self, queries: Sequence[Query]) -> tuple[Cases, np.ndarray, list[str]]:
         """The queries in item indices, with each one's count of unknown history items and its time source."""
@@ -282,9 +328,15 @@ class Recommender:
         banned_offsets = np.zeros(len(items) + 1, dtype=np.int64)
         np.cumsum([len(b) for b in banned], out=banned_offsets[1:])
         concat = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
-        cases = Cases(Sequences(concat(items), concat(times), offsets), np.asarray(requests, dtype=np.int64),
-                      np.array([q.k for q in queries], dtype=np.int64), concat(banned), banned_offsets, allowed,
-                      np.array([q.user for q in queries], dtype=np.int64))  # fmt: skip
+        cases = Cases(
+            Sequences(concat(items), concat(times), offsets),
+            np.asarray(requests, dtype=np.int64),
+            np.array([q.k for q in queries], dtype=np.int64),
+            concat(banned),
+            banned_offsets,
+            allowed,
+            np.array([q.user for q in queries], dtype=np.int64),
+        )
         return cases, np.asarray(unknown, dtype=np.int64), sources
 
     def check(self, query: Query, where: str = "") -> None:
@@ -294,14 +346,18 @@ class Recommender:
         except DataError as exc:
             raise DataError(where + str(exc)) from None
         if query.timestamps is not None and len(query.timestamps) != len(query.history):
-            raise DataError(f"{where}{len(query.timestamps)} timestamps for {len(query.history)} history items; give "
-                            f"one timestamp per item or none")  # fmt: skip
+            raise DataError(
+                f"{where}{len(query.timestamps)} timestamps for {len(query.history)} history items; give "
+                f"one timestamp per item or none"
+            )
 
     def user_query(self, raw_user_id: Any, k: int = 10) -> Query:
         """The `Query` of a known user's whole history (what `recommend_users` answers); DataError if unknown."""
         user = int(self.users_of([raw_user_id])[0])
         history = self.dataset.sequences.user(user)
-        times = self.dataset.sequences.timestamps[self.dataset.sequences.offsets[user] : self.dataset.sequences.offsets[user + 1]]
+        times = self.dataset.sequences.timestamps[
+            self.dataset.sequences.offsets[user] : self.dataset.sequences.offsets[user + 1]
+        ]
         raw = [self.item_raw_ids[i] for i in history.tolist()]
         return Query(raw, k, times.tolist(), int(times[-1]) if len(times) else None, user=user)
 
@@ -309,8 +365,10 @@ class Recommender:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise DataError(f"k must be a positive integer, got {k!r}")
         if self.num_beams is not None and k > self.num_beams:
-            raise DataError(f"k={k} is more than the {self.num_beams} beams of model {self.model_name!r}: a generative "
-                            f"model ranks only the items its beam search finds (train it with model.num_beams >= {k})")  # fmt: skip
+            raise DataError(
+                f"k={k} is more than the {self.num_beams} beams of model {self.model_name!r}: a generative "
+                f"model ranks only the items its beam search finds (train it with model.num_beams >= {k})"
+            )
 
     # ---- scoring ---------------------------------------------------------------------------------------
     def top_k(self, cases: Cases, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -353,8 +411,13 @@ class Recommender:
         if self.max_len is not None:
             starts = np.maximum(starts, ends - self.max_len)
         items, times, lengths = padded_histories(cases.sequences, starts, ends)
-        return EvalBatch(torch.from_numpy(cases.users[rows]), torch.from_numpy(items), torch.from_numpy(times),
-                         torch.from_numpy(lengths), torch.from_numpy(cases.request_times[rows]))  # fmt: skip
+        return EvalBatch(
+            torch.from_numpy(cases.users[rows]),
+            torch.from_numpy(items),
+            torch.from_numpy(times),
+            torch.from_numpy(lengths),
+            torch.from_numpy(cases.request_times[rows]),
+        )
 
     @staticmethod
     def _banned(cases: Cases, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -363,8 +426,15 @@ class Recommender:
         items = cases.banned[flat_ranges(starts, ends - starts)]
         return np.repeat(np.arange(len(rows)), ends - starts), items
 
-    def _search_index(self, batch: EvalBatch, rows: np.ndarray, use_model: np.ndarray, banned_rows: np.ndarray,
-                      banned_items: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def _search_index(
+        self,
+        batch: EvalBatch,
+        rows: np.ndarray,
+        use_model: np.ndarray,
+        banned_rows: np.ndarray,
+        banned_items: np.ndarray,
+        K: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
         assert self.index is not None and isinstance(self.scorer, SequentialScorer)
         banned = [set() for _ in rows]
         for position, item in zip(banned_rows.tolist(), banned_items.tolist()):
@@ -390,10 +460,16 @@ class Recommender:
         answers = []
         for r in range(len(cases)):
             chosen = [(int(i), float(s)) for i, s in zip(items[r, : cases.ks[r]], scores[r, : cases.ks[r]]) if i > 0]
-            answers.append(Recommendation(
-                items=[RecommendedItem(self.item_raw_ids[i], s, self.fields(i)) for i, s in chosen],
-                fallback=bool(empty[r]) and self.model_name != "popularity",
-                unknown_items=int(unknown[r]), time_source=sources[r], model=self.model_name, run=self.run_name))  # fmt: skip
+            answers.append(
+                Recommendation(
+                    items=[RecommendedItem(self.item_raw_ids[i], s, self.fields(i)) for i, s in chosen],
+                    fallback=bool(empty[r]) and self.model_name != "popularity",
+                    unknown_items=int(unknown[r]),
+                    time_source=sources[r],
+                    model=self.model_name,
+                    run=self.run_name,
+                )
+            )
         return answers
 
 

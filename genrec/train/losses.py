@@ -92,8 +92,13 @@ class SampledSoftmaxLoss(nn.Module):
     `InBatchNegatives` it is in-batch InfoNCE with the logQ popularity correction.
     """
 
-    def __init__(self, sampler: NegativeSampler, temperature: float = 0.05, score_all_items: bool | None = None,
-                 reduction: str = "mean") -> None:  # fmt: skip
+    def __init__(
+        self,
+        sampler: NegativeSampler,
+        temperature: float = 0.05,
+        score_all_items: bool | None = None,
+        reduction: str = "mean",
+    ) -> None:
         """score_all_items: compute [P, N+1] logits and pick the sampled ones (True) or gather the
         [P, K, D] sampled vectors (False); None picks whichever moves less memory. Same result."""
         super().__init__()
@@ -123,8 +128,9 @@ class SampledSoftmaxLoss(nn.Module):
         if neg_log_q is not None:
             pos_log_q = self.sampler.log_q(positives).unsqueeze(1)  # [P, 1]
             logits = logits - torch.cat([pos_log_q, neg_log_q], dim=1)
-        same = torch.cat([torch.zeros_like(positives, dtype=torch.bool).unsqueeze(1),
-                          negatives == positives.unsqueeze(1)], dim=1)  # fmt: skip
+        same = torch.cat(
+            [torch.zeros_like(positives, dtype=torch.bool).unsqueeze(1), negatives == positives.unsqueeze(1)], dim=1
+        )
         logits = logits.masked_fill(same, -math.inf)
         return F.cross_entropy(logits, torch.zeros_like(positives), reduction=self.reduction)
 
@@ -140,9 +146,16 @@ class SharedPoolInfoNCE(nn.Module):
     `false_negative_threshold` (cosine) are masked, as HLLM does for near-duplicate items.
     """
 
-    def __init__(self, num_items: int, num_negatives: int = 512, temperature: float = 0.07,
-                 learn_temperature: bool = False, false_negative_threshold: float | None = None,
-                 max_scale: float = 100.0, reduction: str = "mean") -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_items: int,
+        num_negatives: int = 512,
+        temperature: float = 0.07,
+        learn_temperature: bool = False,
+        false_negative_threshold: float | None = None,
+        max_scale: float = 100.0,
+        reduction: str = "mean",
+    ) -> None:
         super().__init__()
         if temperature <= 0 or 1 / temperature > max_scale:
             raise ValueError(f"temperature must be in [{1 / max_scale}, inf), got {temperature}")

@@ -10,8 +10,13 @@ log = logging.getLogger("genrec.train")
 _warned: list[bool] = []  # the missing-matplotlib warning is said once per process
 
 
-def plot_run(run_dir: Path, metric: str = "ndcg@10", out_name: str = "curves.png", x: str = "epoch",
-             train_keys: tuple[str, ...] = ("loss",)) -> Path | None:  # fmt: skip
+def plot_run(
+    run_dir: Path,
+    metric: str = "ndcg@10",
+    out_name: str = "curves.png",
+    x: str = "epoch",
+    train_keys: tuple[str, ...] = ("loss",),
+) -> Path | None:
     """One panel per training series in `train_keys` and one for the validation `metric`, against
     `x` (epoch, or step for GRPO runs); None when matplotlib is missing."""
     try:

@@ -34,8 +34,11 @@ def numbers(record: dict[str, Any]) -> dict[str, float]:
     """The metric values of a record, keyed `<split>/<metric>` (`final/<split>/<metric>` for final ones)."""
     prefix = ("final/" if record.get("final") else "") + str(record.get("split", "train"))
     skip = ("epoch", "step", "time", "final")
-    return {f"{prefix}/{k}": float(v) for k, v in record.items()
-            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+    return {
+        f"{prefix}/{k}": float(v)
+        for k, v in record.items()
+        if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def flat_config(config: RunConfig) -> dict[str, Any]:
@@ -56,8 +59,10 @@ def _require(module: str, package: str, name: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"train.log_to has {name!r}, which needs the {package} package: pip install "
-                          f"'genrec[track]' (or pip install {package})") from None  # fmt: skip
+        raise ConfigError(
+            f"train.log_to has {name!r}, which needs the {package} package: pip install "
+            f"'genrec[track]' (or pip install {package})"
+        ) from None
 
 
 class TensorBoardTracker:
@@ -100,8 +105,13 @@ class MLflowTracker:
 class WandbTracker:
     def __init__(self, run_dir: Path, config: RunConfig) -> None:
         wandb = _require("wandb", "wandb", "wandb")
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "genrec"), name=config.name,
-                              config=flat_config(config), dir=str(run_dir), reinit="finish_previous")  # fmt: skip
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "genrec"),
+            name=config.name,
+            config=flat_config(config),
+            dir=str(run_dir),
+            reinit="finish_previous",
+        )
 
     def log(self, record: dict[str, Any]) -> None:
         values = numbers(record)

@@ -84,13 +84,21 @@ def build_loss(config: LossConfig, model: SequentialRecommender, reduction: str 
     if config.name == "full":
         return FullSoftmaxLoss(temperature, reduction=reduction)
     if config.name == "infonce":
-        return SharedPoolInfoNCE(model.num_items, config.num_negatives, temperature, config.learn_temperature,
-                                 config.false_negative_threshold, reduction=reduction)  # fmt: skip
+        return SharedPoolInfoNCE(
+            model.num_items,
+            config.num_negatives,
+            temperature,
+            config.learn_temperature,
+            config.false_negative_threshold,
+            reduction=reduction,
+        )
     sampler_cls = UniformNegatives if config.name == "sampled" else InBatchNegatives
     return SampledSoftmaxLoss(sampler_cls(model.num_items, config.num_negatives), temperature, reduction=reduction)
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup, then constant or cosine decay to 0 at `total_steps`."""
     warmup = config.warmup_steps if config.warmup_fraction is None else int(config.warmup_fraction * total_steps)
 
@@ -145,19 +153,27 @@ class Trainer:
         # same step as one process with the whole batch (DDP averages gradients over processes)
         # a generative model computes its own loss (cross-entropy of the next item's tokens)
         self.generative = isinstance(model, GenerativeRecommender)
-        self.loss = nn.Module() if self.generative else build_loss(config.train.loss, model, reduction="sum").to(self.device)
+        self.loss = (
+            nn.Module() if self.generative else build_loss(config.train.loss, model, reduction="sum").to(self.device)
+        )
         self.progress = progress and context.is_main
         self.dataset = TrainSequences(split.train, model.train_len, config.train.windows)
         if len(self.dataset) == 0:
             raise DataError("no user has 2 or more training events: nothing to train on")
         batch_size = config.train.batch_size
         if batch_size % context.world_size:
-            raise GenrecError(f"train.batch_size ({batch_size}) must be divisible by the number of processes "
-                              f"({context.world_size})")  # fmt: skip
-        self.sampler = DistributedSampler(self.dataset, num_replicas=context.world_size, rank=context.rank,
-                                          shuffle=True, seed=config.seed)  # fmt: skip
-        self.loader = DataLoader(self.dataset, batch_size=batch_size // context.world_size, sampler=self.sampler,
-                                 collate_fn=self.dataset.collate_windows)  # fmt: skip
+            raise GenrecError(
+                f"train.batch_size ({batch_size}) must be divisible by the number of processes ({context.world_size})"
+            )
+        self.sampler = DistributedSampler(
+            self.dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed
+        )
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=batch_size // context.world_size,
+            sampler=self.sampler,
+            collate_fn=self.dataset.collate_windows,
+        )
         t = config.train
         # the loss may have parameters too (a learned temperature); frozen weights are left out
         params = [p for p in [*model.parameters(), *self.loss.parameters()] if p.requires_grad]
@@ -198,7 +214,9 @@ class Trainer:
         payload = load_checkpoint(path, self.device)
         missing = [k for k in ("optimizer", "scheduler", "state", "rng") if k not in payload]
         if missing:
-            raise CheckpointError(f"{path}: cannot resume from it: no {', '.join(missing)} (is it a {LAST_CHECKPOINT}?)")
+            raise CheckpointError(
+                f"{path}: cannot resume from it: no {', '.join(missing)} (is it a {LAST_CHECKPOINT}?)"
+            )
         load_state(self.model, payload["model"], path)
         load_state(self.loss, payload.get("loss", {}), path, "loss parameters")
         load_state(self.optimizer, payload["optimizer"], path, "optimizer state")
@@ -247,8 +265,10 @@ class Trainer:
             loss = loss_sum * scale
             self._all_reduce_loss_gradients()
             if not torch.isfinite(loss):
-                raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, step {self.state.step + 1}; try a "
-                                    f"lower train.lr, a train.grad_clip, or train.amp=off")  # fmt: skip
+                raise TrainingError(
+                    f"the loss became {loss.item()} at epoch {epoch}, step {self.state.step + 1}; try a "
+                    f"lower train.lr, a train.grad_clip, or train.amp=off"
+                )
             if self.train_config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip)
             self.optimizer.step()
@@ -278,8 +298,9 @@ class Trainer:
 
     def _loss(self, batch: SequenceBatch) -> torch.Tensor:
         """Summed loss over the batch's targets."""
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):  # fmt: skip
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+        ):
             if self.generative:
                 return self.module(batch)
             hidden = self.module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps)  # [B, L, D]
@@ -291,11 +312,23 @@ class Trainer:
         """Full-ranking metrics on the validation or test cases, sharded over the processes."""
         self.model.eval()
         e = self.config.eval
-        cases = self.split.cases(which).sample(e.max_cases).take(slice(self.context.rank, None, self.context.world_size))
+        cases = (
+            self.split.cases(which).sample(e.max_cases).take(slice(self.context.rank, None, self.context.world_size))
+        )
         started = time.perf_counter()
-        metrics = evaluate(self.model.scorer(), self.split.sequences, cases, self.model.num_items, ks=e.ks,
-                           batch_size=e.batch_size, max_history=self.model.max_len, mask_history=e.mask_history,
-                           device=self.device, progress=self.progress, desc=f"eval {which}")  # fmt: skip
+        metrics = evaluate(
+            self.model.scorer(),
+            self.split.sequences,
+            cases,
+            self.model.num_items,
+            ks=e.ks,
+            batch_size=e.batch_size,
+            max_history=self.model.max_len,
+            mask_history=e.mask_history,
+            device=self.device,
+            progress=self.progress,
+            desc=f"eval {which}",
+        )
         names = [k for k in metrics if k != "num_users"]
         n = metrics["num_users"]
         sums = self.context.all_reduce_sum(torch.tensor([metrics[k] * n for k in names] + [n], dtype=torch.float64))
@@ -330,7 +363,9 @@ class Trainer:
             epoch = self.state.epoch + 1
             stats = self.train_epoch(epoch)
             self._log({"split": "train", "epoch": epoch, "step": self.state.step, **stats})
-            message = f"epoch {epoch}/{self.planned_epochs}: loss {stats['loss']:.4f} ({stats['sequences_per_s']:.0f} seq/s)"
+            message = (
+                f"epoch {epoch}/{self.planned_epochs}: loss {stats['loss']:.4f} ({stats['sequences_per_s']:.0f} seq/s)"
+            )
             if self.out_of_steps:
                 message += f" (train.max_steps={t.max_steps} reached)"
             if epoch % t.eval_every == 0 or epoch == t.epochs or self.out_of_steps:
@@ -354,8 +389,11 @@ class Trainer:
             if self.context.is_main:
                 elapsed = time.perf_counter() - started
                 remaining = (self.planned_epochs - epoch) * elapsed / (epoch - first_epoch)
-                more = "" if self.state.stopped_early or self.out_of_steps or remaining == 0 else \
-                    f", at most {format_seconds(remaining)} to go"
+                more = (
+                    ""
+                    if self.state.stopped_early or self.out_of_steps or remaining == 0
+                    else f", at most {format_seconds(remaining)} to go"
+                )
                 log.info("%s [%s%s]", message, format_seconds(elapsed), more)
                 if self.run_dir is not None and time.perf_counter() - last_plot >= PLOT_EVERY_SECONDS:
                     self._plot()
@@ -392,5 +430,9 @@ class Trainer:
         results = {"valid": known_valid or self.evaluate("valid"), "test": self.evaluate("test")}
         for which, metrics in results.items():
             self._log({"split": which, "epoch": self.state.best_epoch, "final": True, **metrics})
-        return {**results, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
-                "stopped_early": self.state.stopped_early}  # fmt: skip
+        return {
+            **results,
+            "best_epoch": self.state.best_epoch,
+            "epochs": self.state.epoch,
+            "stopped_early": self.state.stopped_early,
+        }

@@ -23,8 +23,21 @@ from genrec.errors import ConfigError, unknown_name
 
 SOURCES: dict[str, type[Source]] = {
     cls.name: cls
-    for cls in (MovieLens100K, MovieLens1M, MovieLensCSV, MovieLensLatestSmall, MovieLensLatest, TabularSource,
-                ParquetSource, Amazon2014, Amazon2018, HLLMSource, MiniOneRecSource, LetterSource, RecBoleSource)
+    for cls in (
+        MovieLens100K,
+        MovieLens1M,
+        MovieLensCSV,
+        MovieLensLatestSmall,
+        MovieLensLatest,
+        TabularSource,
+        ParquetSource,
+        Amazon2014,
+        Amazon2018,
+        HLLMSource,
+        MiniOneRecSource,
+        LetterSource,
+        RecBoleSource,
+    )
 }
 
 
@@ -32,8 +45,11 @@ def source_options(cls: type[Source]) -> list[str]:
     """The option names a source accepts (its constructor's keyword arguments)."""
     if cls.__init__ is object.__init__:
         return []
-    names = [p.name for p in inspect.signature(cls.__init__).parameters.values()
-             if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    names = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
     if issubclass(cls, TabularSource):
         names += list(TabularOptions.__dataclass_fields__)
     return names

@@ -26,8 +26,9 @@ from genrec.data.sources.base import RawTables, Source, check_no_nulls
 from genrec.data.sources.readers import read_table, require_file
 from genrec.errors import DataError
 
-REVIEW_SCHEMA = pa.schema([("reviewerID", pa.string()), ("asin", pa.string()), ("overall", pa.float64()),
-                           ("unixReviewTime", pa.int64())])  # fmt: skip
+REVIEW_SCHEMA = pa.schema(
+    [("reviewerID", pa.string()), ("asin", pa.string()), ("overall", pa.float64()), ("unixReviewTime", pa.int64())]
+)
 _TAG = re.compile(r"<[^>]+>")
 _ASIN = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
 
@@ -73,8 +74,14 @@ def read_reviews(path: Path) -> pa.Table:
     except (pa.ArrowInvalid, OSError, EOFError):
         table = _read_reviews_slowly(path)  # finds and names the bad line
     check_no_nulls(table, REVIEW_SCHEMA.names, str(path))
-    return pa.table({"user": table["reviewerID"], "item": table["asin"], "timestamp": table["unixReviewTime"],
-                     "rating": table["overall"].cast(pa.float32())})  # fmt: skip
+    return pa.table(
+        {
+            "user": table["reviewerID"],
+            "item": table["asin"],
+            "timestamp": table["unixReviewTime"],
+            "rating": table["overall"].cast(pa.float32()),
+        }
+    )
 
 
 def _read_reviews_slowly(path: Path) -> pa.Table:
@@ -96,7 +103,9 @@ def _read_reviews_slowly(path: Path) -> pa.Table:
         raise DataError(f"{path}: a field has the wrong type ({exc})") from None
 
 
-def read_metadata(path: Path, wanted: set[str], parse: Callable[[str], Any], fields: dict[str, str]) -> tuple[pa.Table, int]:
+def read_metadata(
+    path: Path, wanted: set[str], parse: Callable[[str], Any], fields: dict[str, str]
+) -> tuple[pa.Table, int]:
     """Item text of the `wanted` asins; returns (table, number of duplicate lines skipped).
 
     parse: turns one line into a dict (`ast.literal_eval` for 2014, `json.loads` for 2018).
@@ -126,13 +135,15 @@ def read_metadata(path: Path, wanted: set[str], parse: Callable[[str], Any], fie
             "categories": flatten_categories(record.get(fields["categories"])),
             "description": clean_text(record.get(fields["description"])),
         }
-    table = pa.table({
-        "item": pa.array(list(rows), pa.string()),
-        "title": pa.array([r["title"] for r in rows.values()], pa.string()),
-        "brand": pa.array([r["brand"] for r in rows.values()], pa.string()),
-        "categories": pa.array([r["categories"] for r in rows.values()], pa.list_(pa.string())),
-        "description": pa.array([r["description"] for r in rows.values()], pa.string()),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "item": pa.array(list(rows), pa.string()),
+            "title": pa.array([r["title"] for r in rows.values()], pa.string()),
+            "brand": pa.array([r["brand"] for r in rows.values()], pa.string()),
+            "categories": pa.array([r["categories"] for r in rows.values()], pa.list_(pa.string())),
+            "description": pa.array([r["description"] for r in rows.values()], pa.string()),
+        }
+    )
     return table, duplicates
 
 
@@ -150,11 +161,21 @@ class _Amazon(Source):
             return self.category
         found = sorted({m.group(1) for p in raw.iterdir() if (m := pattern.fullmatch(p.name))})
         if len(found) != 1:
-            raise DataError(f"{raw}: found {len(found)} categories ({', '.join(found) or 'none'}); choose one with --category")
+            raise DataError(
+                f"{raw}: found {len(found)} categories ({', '.join(found) or 'none'}); choose one with --category"
+            )
         return found[0]
 
-    def _read(self, raw: Path, reviews: Path, meta: Path, parse: Callable, fields: dict, info: dict,
-              read_events: Callable[[Path], pa.Table] | None = None) -> RawTables:  # fmt: skip
+    def _read(
+        self,
+        raw: Path,
+        reviews: Path,
+        meta: Path,
+        parse: Callable,
+        fields: dict,
+        info: dict,
+        read_events: Callable[[Path], pa.Table] | None = None,
+    ) -> RawTables:
         if not raw.is_dir():
             raise DataError(f"--raw {raw}: expected the folder holding the review and metadata files")
         events = (read_events or read_reviews)(reviews)
@@ -162,9 +183,13 @@ class _Amazon(Source):
         if meta.is_file():
             items, duplicates = read_metadata(meta, set(events["item"].unique().to_pylist()), parse, fields)
             files.append(meta)
-        return RawTables(interactions=events, items=items, files=files,
-                         text_fields=["title", "brand", "categories", "description"] if items is not None else [],
-                         info={**info, "category": reviews.name, "duplicate_metadata_lines_skipped": duplicates})  # fmt: skip
+        return RawTables(
+            interactions=events,
+            items=items,
+            files=files,
+            text_fields=["title", "brand", "categories", "description"] if items is not None else [],
+            info={**info, "category": reviews.name, "duplicate_metadata_lines_skipped": duplicates},
+        )
 
 
 class Amazon2014(_Amazon):
@@ -184,22 +209,40 @@ class Amazon2014(_Amazon):
         fields = {"title": "title", "brand": "brand", "categories": "categories", "description": "description"}
         if self.ratings_only:
             category = self._category(raw, re.compile(r"ratings_(.+)\.csv"))
-            return self._read(raw, raw / f"ratings_{category}.csv", raw / f"meta_{category}.json.gz", ast.literal_eval,
-                              fields, {"follows": "Amazon 2014 ratings-only file as released (generative-recommenders' "
-                                                  "'amzn-books': add user_core=5, item_core=5, core_once=true)"},
-                              read_events=read_ratings_csv)  # fmt: skip
+            return self._read(
+                raw,
+                raw / f"ratings_{category}.csv",
+                raw / f"meta_{category}.json.gz",
+                ast.literal_eval,
+                fields,
+                {
+                    "follows": "Amazon 2014 ratings-only file as released (generative-recommenders' "
+                    "'amzn-books': add user_core=5, item_core=5, core_once=true)"
+                },
+                read_events=read_ratings_csv,
+            )
         category = self._category(raw, re.compile(r"reviews_(.+)_5\.json\.gz"))
-        return self._read(raw, raw / f"reviews_{category}_5.json.gz", raw / f"meta_{category}.json.gz",
-                          ast.literal_eval, fields,
-                          {"follows": "Amazon 2014 5-core reviews as released (the SASRec / TIGER / LETTER 'Beauty', "
-                                      "'Sports', 'Toys' and HLLM 'Books' source); add filters explicitly"})  # fmt: skip
+        return self._read(
+            raw,
+            raw / f"reviews_{category}_5.json.gz",
+            raw / f"meta_{category}.json.gz",
+            ast.literal_eval,
+            fields,
+            {
+                "follows": "Amazon 2014 5-core reviews as released (the SASRec / TIGER / LETTER 'Beauty', "
+                "'Sports', 'Toys' and HLLM 'Books' source); add filters explicitly"
+            },
+        )
 
 
 def read_ratings_csv(path: Path) -> pa.Table:
     """Events of a headerless `ratings_<Category>.csv` (user, item, rating, unix time), in file order."""
-    table = read_table(require_file(path), {"user": pa.string(), "item": pa.string(), "rating": pa.float32(),
-                                            "timestamp": pa.int64()}, ",",
-                       column_names=["user", "item", "rating", "timestamp"])  # fmt: skip
+    table = read_table(
+        require_file(path),
+        {"user": pa.string(), "item": pa.string(), "rating": pa.float32(), "timestamp": pa.int64()},
+        ",",
+        column_names=["user", "item", "rating", "timestamp"],
+    )
     check_no_nulls(table, table.column_names, str(path))
     return table.select(["user", "item", "timestamp", "rating"])
 
@@ -218,6 +261,14 @@ class Amazon2018(_Amazon):
         suffix = "_5.json.gz" if self.five_core else ".json.gz"
         category = self._category(raw, re.compile(r"(?!meta_)(.+?)" + re.escape(suffix)))
         fields = {"title": "title", "brand": "brand", "categories": "category", "description": "description"}
-        return self._read(raw, raw / f"{category}{suffix}", raw / f"meta_{category}.json.gz", json.loads, fields,
-                          {"follows": f"Amazon 2018 {'5-core' if self.five_core else 'full'} reviews as released "
-                                      "(MiniOneRec's source); add filters explicitly"})  # fmt: skip
+        return self._read(
+            raw,
+            raw / f"{category}{suffix}",
+            raw / f"meta_{category}.json.gz",
+            json.loads,
+            fields,
+            {
+                "follows": f"Amazon 2018 {'5-core' if self.five_core else 'full'} reviews as released "
+                "(MiniOneRec's source); add filters explicitly"
+            },
+        )

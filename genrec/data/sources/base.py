@@ -113,8 +113,10 @@ def to_epoch_seconds(column: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
         if pa.types.is_floating(t):
             bad = pc.invert(pc.is_finite(column))
             if pc.any(bad).as_py():
-                raise DataError(f"{where}, row {pc.index(bad, True).as_py() + 1}: timestamp "
-                                f"{column[pc.index(bad, True).as_py()].as_py()} is not a number")  # fmt: skip
+                raise DataError(
+                    f"{where}, row {pc.index(bad, True).as_py() + 1}: timestamp "
+                    f"{column[pc.index(bad, True).as_py()].as_py()} is not a number"
+                )
             return pc.floor(column).cast(pa.int64())
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             column = column.cast(pa.timestamp("s"))
@@ -135,5 +137,7 @@ def check_no_nulls(table: pa.Table, columns: list[str], where: str, first_line: 
         column = table.column(name)
         if column.null_count:
             row = pc.index(pc.is_null(column), True).as_py()
-            raise DataError(f"{where}, line {row + first_line}: no value in column {name!r} (empty, or a null "
-                            f"marker such as NA, NaN or null)")  # fmt: skip
+            raise DataError(
+                f"{where}, line {row + first_line}: no value in column {name!r} (empty, or a null "
+                f"marker such as NA, NaN or null)"
+            )

@@ -36,8 +36,10 @@ class HLLMSource(TabularSource):
             if self.dataset_name is None:
                 found = sorted(p.stem for p in (raw / "dataset").glob("*.csv"))
                 if len(found) != 1:
-                    raise DataError(f"{raw}/dataset: found {len(found)} datasets ({', '.join(found) or 'none'}); "
-                                    f"choose one with --name")  # fmt: skip
+                    raise DataError(
+                        f"{raw}/dataset: found {len(found)} datasets ({', '.join(found) or 'none'}); "
+                        f"choose one with --name"
+                    )
                 self.dataset_name = found[0]
             interactions = require_file(raw / "dataset" / f"{self.dataset_name}.csv", "HLLM interactions file")
             info = raw / "information" / f"{self.dataset_name}.csv"
@@ -45,6 +47,9 @@ class HLLMSource(TabularSource):
                 self.opts.items = str(info)
             raw = interactions
         tables = super().read(raw)
-        tables.info = {"follows": "HLLM CSV as given (PixelRec / HLLM Amazon Books); ties keep file order, "
-                                  "unlike HLLM's unstable pandas sort", "dataset": self.dataset_name or raw.stem}  # fmt: skip
+        tables.info = {
+            "follows": "HLLM CSV as given (PixelRec / HLLM Amazon Books); ties keep file order, "
+            "unlike HLLM's unstable pandas sort",
+            "dataset": self.dataset_name or raw.stem,
+        }
         return tables

@@ -63,8 +63,13 @@ class LetterSource(FolderSource):
             users.extend([user] * len(seq))
             items.extend(seq)
             positions.extend(range(len(seq)))
-        events = pa.table({"user": pa.array(users, pa.int64()), "item": pa.array(items, pa.int64()),
-                           "timestamp": pa.array(positions, pa.int64())})  # fmt: skip
+        events = pa.table(
+            {
+                "user": pa.array(users, pa.int64()),
+                "item": pa.array(items, pa.int64()),
+                "timestamp": pa.array(positions, pa.int64()),
+            }
+        )
         files, item_table = [inter_path], None
         index_path = raw / f"{stem}.index.json"
         if index_path.is_file():
@@ -75,6 +80,9 @@ class LetterSource(FolderSource):
             items=item_table,
             files=files,
             has_timestamps=False,
-            info={"follows": "P5 / TIGER / LETTER preprocessing of the Amazon 2014 5-core reviews (given as "
-                             "time-ordered sequences); genrec applies no filter", "dataset": stem},  # fmt: skip
+            info={
+                "follows": "P5 / TIGER / LETTER preprocessing of the Amazon 2014 5-core reviews (given as "
+                "time-ordered sequences); genrec applies no filter",
+                "dataset": stem,
+            },
         )

@@ -94,7 +94,7 @@ class MiniOneRecSource(FolderSource):
             split_cases=cases,
             info={
                 "follows": "MiniOneRec: Amazon 2018, global 8:1:1 time split of sliding windows of <= 10 items; "
-                           "kept as given",  # fmt: skip
+                "kept as given",
                 "dataset": stem,
                 "splits_present": [s for s, _ in csvs],
             },

@@ -22,9 +22,26 @@ _GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 
 # u.genre of the 100K release, used when the file is absent (index = position of the flag in u.item)
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
 
@@ -63,8 +80,13 @@ def _ratings(table: pa.Table, path: Path, first_line: int) -> pa.Table:
 
 class MovieLens100K(Source):
     name = "ml-100k"
-    release = Release("ml-100k", "ml-100k", ("u.data", "u.item"), _GROUPLENS + "ml-100k.zip",
-                      "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229")  # fmt: skip
+    release = Release(
+        "ml-100k",
+        "ml-100k",
+        ("u.data", "u.item"),
+        _GROUPLENS + "ml-100k.zip",
+        "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+    )
 
     def read(self, raw: Path) -> RawTables:
         names = ["user", "item", "rating", "timestamp"]
@@ -118,8 +140,13 @@ def _user_table(rows: list[list[str]], path: Path, order: tuple[int, int, int, i
 
 class MovieLens1M(Source):
     name = "ml-1m"
-    release = Release("ml-1m", "ml-1m", ("ratings.dat", "movies.dat"), _GROUPLENS + "ml-1m.zip",
-                      "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20")  # fmt: skip
+    release = Release(
+        "ml-1m",
+        "ml-1m",
+        ("ratings.dat", "movies.dat"),
+        _GROUPLENS + "ml-1m.zip",
+        "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+    )
 
     def read(self, raw: Path) -> RawTables:
         names = ["user", "item", "rating", "timestamp"]
@@ -152,8 +179,13 @@ class MovieLensCSV(Source):
     """The CSV releases (ml-20m, ml-latest, ml-latest-small): ratings.csv, movies.csv, tags.csv."""
 
     name = "ml-20m"
-    release = Release("ml-20m", "ml-20m", ("ratings.csv", "movies.csv"), _GROUPLENS + "ml-20m.zip",
-                      "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3")  # fmt: skip
+    release = Release(
+        "ml-20m",
+        "ml-20m",
+        ("ratings.csv", "movies.csv"),
+        _GROUPLENS + "ml-20m.zip",
+        "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
+    )
 
     def read(self, raw: Path) -> RawTables:
         types = {"userId": pa.int64(), "movieId": pa.int64(), "rating": pa.float64(), "timestamp": pa.int64()}
@@ -193,8 +225,9 @@ def _tags_per_movie(path: Path, movie_ids: list[int]) -> list[list[str]]:
 class MovieLensLatestSmall(MovieLensCSV):
     name = "ml-latest-small"
     # ml-latest* change over time, so no fixed checksum: the manifest records the files' sha256
-    release = Release("ml-latest-small", "ml-latest-small", ("ratings.csv", "movies.csv"),
-                      _GROUPLENS + "ml-latest-small.zip")  # fmt: skip
+    release = Release(
+        "ml-latest-small", "ml-latest-small", ("ratings.csv", "movies.csv"), _GROUPLENS + "ml-latest-small.zip"
+    )
 
 
 class MovieLensLatest(MovieLensCSV):

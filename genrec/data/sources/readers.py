@@ -139,12 +139,16 @@ def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
             try:
                 line = raw.decode(encoding)
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path}, line {lineno}: not valid {encoding} text ({exc.reason} at byte "
-                                f"{exc.start + 1} of the line){hint}") from None  # fmt: skip
+                raise DataError(
+                    f"{path}, line {lineno}: not valid {encoding} text ({exc.reason} at byte "
+                    f"{exc.start + 1} of the line){hint}"
+                ) from None
             yield lineno, line.rstrip("\r\n")
 
 
-def split_lines(path: Path, delimiter: str, num_fields: int, encoding: str = "utf-8") -> Iterator[tuple[int, list[str]]]:
+def split_lines(
+    path: Path, delimiter: str, num_fields: int, encoding: str = "utf-8"
+) -> Iterator[tuple[int, list[str]]]:
     """Yield `(line_number, fields)` of a small unquoted delimited file, checking the field count."""
     for lineno, line in iter_lines(path, encoding):
         if not line.strip():

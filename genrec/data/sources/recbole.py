@@ -39,7 +39,9 @@ def read_atomic(path: Path, expected: dict[str, str], optional: tuple[str, ...] 
     for field in header.split("\t"):
         name, sep, kind = field.partition(":")
         if not sep or kind not in ATOMIC_TYPES:
-            raise DataError(f"{path}, line 1: header field {field!r} is not NAME:TYPE with TYPE in {', '.join(ATOMIC_TYPES)}")
+            raise DataError(
+                f"{path}, line 1: header field {field!r} is not NAME:TYPE with TYPE in {', '.join(ATOMIC_TYPES)}"
+            )
         columns.append((name, kind))
     types = dict(columns)
     for name, kind in expected.items():
@@ -115,8 +117,12 @@ class RecBoleSource(FolderSource):
                     window = Window(user, history, item_id(row["item_id"], where), split, where)
                     per_user.setdefault(user, {"train": [], "valid": [], "test": []})[split].append(window)
             # RecBole writes a user's training rows longest first: put them back in time order
-            ordered = (w for rows in per_user.values() for split in ("train", "valid", "test")
-                       for w in sorted(rows[split], key=lambda w: len(w.history)))  # fmt: skip
+            ordered = (
+                w
+                for rows in per_user.values()
+                for split in ("train", "valid", "test")
+                for w in sorted(rows[split], key=lambda w: len(w.history))
+            )
             events, split_cases = chain_windows(ordered)
             has_timestamps = False
         elif Path(f"{base}.inter").is_file():
@@ -124,11 +130,13 @@ class RecBoleSource(FolderSource):
             files.append(path)
             spec = {"user_id": "token", "item_id": "token", "rating": "float", "timestamp": "float"}
             rows = [(n, r) for n, r in read_atomic(path, spec, optional=("rating",))]
-            events = pa.table({
-                "user": [user_id(r["user_id"], f"{path}, line {n}") for n, r in rows],
-                "item": [item_id(r["item_id"], f"{path}, line {n}") for n, r in rows],
-                "timestamp": pa.array([int(r["timestamp"]) for _, r in rows], pa.int64()),
-            })  # fmt: skip
+            events = pa.table(
+                {
+                    "user": [user_id(r["user_id"], f"{path}, line {n}") for n, r in rows],
+                    "item": [item_id(r["item_id"], f"{path}, line {n}") for n, r in rows],
+                    "timestamp": pa.array([int(r["timestamp"]) for _, r in rows], pa.int64()),
+                }
+            )
             if rows and "rating" in rows[0][1]:
                 events = events.append_column("rating", pa.array([r["rating"] for _, r in rows], pa.float32()))
             has_timestamps = True
@@ -148,6 +156,9 @@ class RecBoleSource(FolderSource):
             text_fields=["text"] if items is not None else [],
             has_timestamps=has_timestamps,
             split_cases=split_cases,
-            info={"follows": "RecBole / UniSRec atomic files as given (UniSRec: 5-core Amazon 2018, leave-one-out, "
-                             "histories of at most 50 items); genrec applies no filter", "dataset": stem},  # fmt: skip
+            info={
+                "follows": "RecBole / UniSRec atomic files as given (UniSRec: 5-core Amazon 2018, leave-one-out, "
+                "histories of at most 50 items); genrec applies no filter",
+                "dataset": stem,
+            },
         )

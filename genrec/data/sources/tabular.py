@@ -45,7 +45,9 @@ class TabularOptions:
         try:
             codecs.lookup(self.encoding)
         except LookupError:
-            raise ConfigError(f"encoding: unknown text encoding {self.encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+            raise ConfigError(
+                f"encoding: unknown text encoding {self.encoding!r} (e.g. utf-8, latin-1, cp1252)"
+            ) from None
 
 
 def _read_any(path: Path, columns: list[str] | None, delimiter: str, encoding: str) -> pa.Table:

@@ -27,7 +27,9 @@ class Window:
     where: str
 
 
-def chain_windows(windows: Iterable[Window], keep_splits: tuple[str, ...] = ("valid", "test")) -> tuple[pa.Table, pa.Table]:
+def chain_windows(
+    windows: Iterable[Window], keep_splits: tuple[str, ...] = ("valid", "test")
+) -> tuple[pa.Table, pa.Table]:
     """Sequences and split cases from windows given in time order per user.
 
     Returns (events, cases): events has `user`, `item`, `timestamp` (the position in the user's
@@ -57,5 +59,10 @@ def chain_windows(windows: Iterable[Window], keep_splits: tuple[str, ...] = ("va
         items.extend(seq)
         positions.extend(range(len(seq)))
     events = pa.table({"user": users, "item": items, "timestamp": pa.array(positions, pa.int64())})
-    return events, pa.table({**cases, "position": pa.array(cases["position"], pa.int64()),
-                             "history_length": pa.array(cases["history_length"], pa.int64())})  # fmt: skip
+    return events, pa.table(
+        {
+            **cases,
+            "position": pa.array(cases["position"], pa.int64()),
+            "history_length": pa.array(cases["history_length"], pa.int64()),
+        }
+    )
