@@ -37,18 +37,12 @@ def write_tiny_model(
     return Path(folder)
 
 
-def write_tiny_llama(folder: str | Path, texts: list[str], max_positions: int = 512) -> Path:
-    """A 2-layer Llama (hidden 32) with no pad token, like real Llama tokenizers."""
+def write_tiny_llama(folder: str | Path, texts: list[str], max_positions: int = 512, **extra: bool) -> Path:
+    """A 2-layer Llama (hidden 32) with no pad token, like real Llama tokenizers (`extra`: more config keys,
+    e.g. tie_word_embeddings)."""
+    sizes = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
     return write_tiny_model(
-        folder,
-        texts,
-        False,
-        "LlamaForCausalLM",
-        "LlamaConfig",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
+        folder, texts, False, "LlamaForCausalLM", "LlamaConfig", max_position_embeddings=max_positions, **sizes, **extra
     )

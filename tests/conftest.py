@@ -50,22 +50,18 @@ def _write_tiny_model(folder, texts: list[str], pad: bool, model_class: str, con
     return write_tiny_model(folder, texts, pad, model_class, config_class, **sizes)
 
 
+def _write_tiny_llama(folder, texts: list[str], max_positions: int = 512, **extra):
+    """`genrec.testing.write_tiny_llama`, skipping the test where transformers is not installed."""
+    pytest.importorskip("transformers")
+    from genrec.testing import write_tiny_llama
+
+    return write_tiny_llama(folder, texts, max_positions, **extra)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, item_texts):
     """A 2-layer random Llama (no pad token, like real Llama tokenizers) saved as a local checkpoint."""
-    return _write_tiny_model(
-        tmp_path_factory.mktemp("tiny-llama"),
-        item_texts.texts[1:],
-        False,
-        "LlamaForCausalLM",
-        "LlamaConfig",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=48,
-    )
+    return _write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), item_texts.texts[1:], max_positions=48)
 
 
 @pytest.fixture(scope="session")

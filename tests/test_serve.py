@@ -24,7 +24,7 @@ from genrec.serve import Query, Recommender
 from genrec.serve.batch import recommend_to_parquet
 from genrec.serve.index import ItemIndex
 
-from conftest import _write_tiny_model, walk_dataset
+from conftest import _write_tiny_llama, walk_dataset
 
 TINY = {
     "hstu": ["model.name=hstu", "model.max_len=20", "model.dim=16", "model.attention_dim=8", "model.value_dim=8"],
@@ -100,19 +100,7 @@ def sid_llm_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("walk-llm")
     dataset, sid_file = walk_dataset(folder, users=60)
     words = [PromptConfig().next_item, PromptConfig().title_to_sid, PromptConfig().sid_to_title]
-    llama = _write_tiny_model(
-        folder / "llama",
-        words,
-        False,
-        "LlamaForCausalLM",
-        "LlamaConfig",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
+    llama = _write_tiny_llama(folder / "llama", words)
     return _train(
         tmp_path_factory,
         "sid-llm",

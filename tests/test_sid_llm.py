@@ -17,7 +17,7 @@ from genrec.items.semantic_ids import SemanticIds
 from genrec.llm.prompts import PromptConfig, left_padded
 from genrec.runner import build_model, dataset_for, run, split_for
 
-from conftest import _write_tiny_model, walk_dataset
+from conftest import _write_tiny_llama, walk_dataset
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -39,20 +39,7 @@ PROMPT_WORDS = [PromptConfig().next_item, PromptConfig().title_to_sid, PromptCon
 
 
 def _tiny_llama(folder, tie: bool = False):
-    return _write_tiny_model(
-        folder,
-        PROMPT_WORDS,
-        False,
-        "LlamaForCausalLM",
-        "LlamaConfig",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=tie,
-    )
+    return _write_tiny_llama(folder, PROMPT_WORDS, tie_word_embeddings=tie)
 
 
 @pytest.fixture(scope="module")
