@@ -306,7 +306,16 @@ def test_rl_resumes_to_the_same_weights_as_an_uninterrupted_run(walk, tmp_path, 
     run(_config(walk, "train.epochs=1"), tmp_path / "sft", progress=False)
     config = rl_config(
         None,
-        ["rl.num_generations=4", "train.max_steps=3", "train.batch_size=4", "train.eval_every=1", "train.lr=0.003"],
+        [
+            "rl.num_generations=4",
+            "train.max_steps=3",
+            "train.batch_size=4",
+            "train.eval_every=1",
+            "train.lr=0.003",
+            "train.schedule=cosine",
+            "train.warmup_steps=2",
+            "train.patience=null",
+        ],
         tmp_path / "sft",
     )
     whole = train_grpo(config, tmp_path / "whole", progress=False)
@@ -336,6 +345,30 @@ def test_rl_resumes_to_the_same_weights_as_an_uninterrupted_run(walk, tmp_path, 
     (tmp_path / "parts" / "last.pt").unlink()
     assert main(["llm", "rl", "--resume", str(tmp_path / "parts")]) == 2
     assert "cannot resume: no checkpoint" in capsys.readouterr().err
+
+
+def test_grpo_follows_the_lr_schedule_and_stops_without_improvement(walk, tmp_path):
+    run(_config(walk, "train.epochs=1"), tmp_path / "sft", progress=False)
+    common = ["rl.num_generations=4", "train.batch_size=4", "train.lr=0.002"]
+
+    def train_records(folder):
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r["split"] == "train"]
+
+    warm = rl_config(
+        None, [*common, "train.max_steps=3", "train.warmup_steps=2", "train.eval_every=3"], tmp_path / "sft"
+    )
+    train_grpo(warm, tmp_path / "warm", progress=False)
+    assert [r["lr"] for r in train_records(tmp_path / "warm")] == pytest.approx([0.001, 0.002, 0.002])
+    # a learning rate too small to change the ranking: no validation improves, patience 1 stops at the first
+    still = rl_config(
+        None,
+        [*common, "train.lr=1e-12", "train.max_steps=6", "train.eval_every=2", "train.patience=1"],
+        tmp_path / "sft",
+    )
+    summary = train_grpo(still, tmp_path / "still", progress=False)
+    assert summary["stopped_early"] and summary["best_step"] == 0
+    assert [r["step"] for r in train_records(tmp_path / "still")] == [1, 2]
 
 
 def test_sid_llm_config_errors(walk):

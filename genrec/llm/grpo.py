@@ -25,6 +25,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from genrec.models.sid_llm import SIDLLM
 from genrec.runs import RunDir
 from genrec.threads import adapt_threads
 from genrec.train.plots import plot_run
+from genrec.train.trainer import build_schedule
 
 log = logging.getLogger("genrec.llm")
 
@@ -263,6 +265,10 @@ def _run_grpo(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     steps = t.max_steps or math.ceil(t.epochs * len(everything.targets) / t.batch_size)
+    # the trainer's settings, honoured here too: the lr schedule (warmup, cosine), bf16 autocast, patience
+    scheduler = build_schedule(optimizer, t, total_steps=steps)
+    device = model.item_tokens.device
+    use_amp = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
     generator = torch.Generator().manual_seed(config.seed)
     tables = model.level_tables()
 
@@ -278,6 +284,7 @@ def _run_grpo(
             ks=e.ks,
             batch_size=e.batch_size,
             max_history=model.max_len,
+            mask_history=e.mask_history,
             progress=progress,
             desc=f"eval {which}",
         )
@@ -290,25 +297,38 @@ def _run_grpo(
         generator.set_state(saved["generator"])
         set_rng_state(saved["rng"])
         first, best, best_step = saved["step"] + 1, saved["best"], saved["best_step"]
+        stale = int(saved.get("stale", 0))
+        if "scheduler" in saved:
+            load_state(scheduler, saved["scheduler"], out / LAST_CHECKPOINT, "schedule")
+        else:  # a checkpoint from before GRPO had schedules: replay the schedule over its steps
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+                for _ in range(saved["step"]):
+                    scheduler.step()
         run_dir.drop_metrics_after(saved["step"])
         run_dir.save_config(config)  # only now that the checkpoint fits: train.max_steps may have been extended
         log.info("resumed %s after step %d", out, saved["step"])
     else:
-        first, best, best_step = 1, validate("valid")[t.metric], 0
+        first, best, best_step, stale = 1, validate("valid")[t.metric], 0, 0
         run_dir.log_metrics({"split": "valid", "epoch": 0, "step": 0, t.metric: best})
         save_checkpoint(run_dir.path / BEST_CHECKPOINT, {"model": model.state_dict(), "step": 0})
+    stopped_early = False
     bar = tqdm(range(first, steps + 1), desc="grpo", unit="step", disable=not progress, initial=first - 1, total=steps)
     for step in bar:
         adapt_threads()
         rows = torch.randint(len(everything.targets), (t.batch_size,), generator=generator)
         batch = NextItemExamples(*(getattr(everything, f)[rows] for f in ("users", "history", "lengths", "targets")))
         started = time.perf_counter()
-        stats = grpo_step(model, reference, optimizer, batch, config.rl, tables, t.grad_clip, reward_scorer)
+        lr = optimizer.param_groups[0]["lr"]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            stats = grpo_step(model, reference, optimizer, batch, config.rl, tables, t.grad_clip, reward_scorer)
+        scheduler.step()
         record = {
             "split": "train",
             "epoch": 0,
             "step": step,
             **stats.__dict__,
+            "lr": lr,
             "seconds": time.perf_counter() - started,
         }
         run_dir.log_metrics(record)
@@ -318,23 +338,31 @@ def _run_grpo(
             run_dir.log_metrics({"split": "valid", "epoch": 0, "step": step, **valid})
             log.info("step %d: reward %.3f, valid %s %.4f", step, stats.reward, t.metric, valid[t.metric])
             if valid[t.metric] > best:
-                best, best_step = valid[t.metric], step
+                best, best_step, stale = valid[t.metric], step, 0
                 save_checkpoint(run_dir.path / BEST_CHECKPOINT, {"model": model.state_dict(), "step": step})
+            else:
+                stale += 1
             save_checkpoint(
                 run_dir.path / LAST_CHECKPOINT,
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
                     "generator": generator.get_state(),
                     "rng": rng_state(),
                     "step": step,
                     "best": best,
                     "best_step": best_step,
+                    "stale": stale,
                 },
             )
             plot_run(run_dir.path, t.metric, x="step", train_keys=("reward", "hit_rate", "kl"))
             if stop_after_step is not None and step >= stop_after_step:
                 return None
+            if t.patience is not None and stale >= t.patience:
+                log.info("no improvement in %d validations: stopping after step %d", stale, step)
+                stopped_early = True
+                break
     load_weights(model, run_dir.path / BEST_CHECKPOINT)
     results = {"valid": validate("valid"), "test": validate("test")}
     for which, metrics in results.items():
@@ -348,6 +376,7 @@ def _run_grpo(
         **results,
         "best_step": best_step,
         "steps": steps,
+        "stopped_early": stopped_early,
     }
     run_dir.write_metrics(summary)
     return summary
