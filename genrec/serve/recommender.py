@@ -392,14 +392,20 @@ class Recommender:
         banned_rows, banned_items = self._banned(cases, rows)
         if self.index is not None and all(cases.allowed[r] is None for r in rows):
             return self._search_index(batch, rows, use_model, banned_rows, banned_items, K)
-        scores = self.scorer(batch).float().cpu() if use_model.any() else torch.empty(len(rows), self.num_items + 1)
-        scores = torch.where(torch.from_numpy(use_model)[:, None], scores, self.popularity[None, :])
+        # masks and the top k run where the scores are (the model's device); only [B, K] comes back
+        if use_model.any():
+            scores = self.scorer(batch).float()
+        else:
+            scores = torch.empty(len(rows), self.num_items + 1, device=self.popularity.device)
+        device = scores.device
+        on = lambda array: torch.from_numpy(array).to(device)  # noqa: E731
+        scores = torch.where(on(use_model)[:, None], scores, self.popularity.to(device)[None, :])
         scores[:, 0] = float("-inf")
-        scores[torch.from_numpy(banned_rows), torch.from_numpy(banned_items)] = float("-inf")
+        scores[on(banned_rows), on(banned_items)] = float("-inf")
         for position, r in enumerate(rows):
             if cases.allowed[r] is not None:
-                keep = torch.full((self.num_items + 1,), float("-inf"))
-                allowed = torch.from_numpy(cases.allowed[r])
+                keep = torch.full((self.num_items + 1,), float("-inf"), device=device)
+                allowed = on(cases.allowed[r])
                 keep[allowed] = scores[position, allowed]
                 scores[position] = keep
         return ranked(scores, min(K, self.num_items), stable=self.generative)
@@ -483,11 +489,11 @@ def ranked(scores: torch.Tensor, k: int, stable: bool) -> tuple[np.ndarray, np.n
     """
     if stable:
         values, items = torch.sort(scores, dim=1, descending=True, stable=True)
-        values, items = values[:, :k], items[:, :k]
+        values, items = values[:, :k].cpu().numpy(), items[:, :k].cpu().numpy()
     else:
-        values, items = scores.topk(k, dim=1)
-        order = np.lexsort((items.numpy(), -values.numpy()), axis=1)
-        values, items = values.gather(1, torch.from_numpy(order)), items.gather(1, torch.from_numpy(order))
-    values, items = values.numpy().astype(np.float32), items.numpy().astype(np.int64)
+        values, items = (t.cpu().numpy() for t in scores.topk(k, dim=1))
+        order = np.lexsort((items, -values), axis=1)
+        values, items = np.take_along_axis(values, order, 1), np.take_along_axis(items, order, 1)
+    values, items = values.astype(np.float32), items.astype(np.int64)
     items[~np.isfinite(values)] = 0
     return items, values
