@@ -356,10 +356,20 @@ def test_grpo_follows_the_lr_schedule_and_stops_without_improvement(walk, tmp_pa
         return [r for r in map(json.loads, lines) if r["split"] == "train"]
 
     warm = rl_config(
-        None, [*common, "train.max_steps=3", "train.warmup_steps=2", "train.eval_every=3"], tmp_path / "sft"
+        None,
+        [*common, "train.max_steps=3", "train.warmup_steps=2", "train.eval_every=3", "train.log_to=[mlflow]"],
+        tmp_path / "sft",
     )
     train_grpo(warm, tmp_path / "warm", progress=False)
-    assert [r["lr"] for r in train_records(tmp_path / "warm")] == pytest.approx([0.001, 0.002, 0.002])
+    records = train_records(tmp_path / "warm")
+    assert [r["lr"] for r in records] == pytest.approx([0.001, 0.002, 0.002])
+    # train.log_to holds for GRPO too: MLflow's local store has each step's reward
+    mlflow = pytest.importorskip("mlflow")
+    client = mlflow.tracking.MlflowClient((tmp_path / "warm" / "mlruns").resolve().as_uri())
+    (logged,) = client.search_runs([client.get_experiment_by_name("genrec").experiment_id])
+    history = client.get_metric_history(logged.info.run_id, "train/reward")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert [m.value for m in history] == pytest.approx([r["reward"] for r in records])
     # a learning rate too small to change the ranking: no validation improves, patience 1 stops at the first
     still = rl_config(
         None,

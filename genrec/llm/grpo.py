@@ -53,6 +53,7 @@ from genrec.models.sid_llm import SIDLLM
 from genrec.runs import RunDir
 from genrec.threads import adapt_threads
 from genrec.train.plots import plot_run
+from genrec.train.trackers import RunLog
 from genrec.train.trainer import build_schedule
 
 log = logging.getLogger("genrec.llm")
@@ -239,11 +240,21 @@ def train_grpo(
     if not resume:
         check_output_not_input(out, run_inputs(config))
     with RunDir.writing(out, config, overwrite, resume) as run_dir:
-        return _run_grpo(config, run_dir, Path(config.rl.sft_run), progress, resume, stop_after_step)
+        log_metrics = RunLog(run_dir, config)  # metrics.jsonl and the trackers of train.log_to
+        try:
+            return _run_grpo(config, run_dir, log_metrics, Path(config.rl.sft_run), progress, resume, stop_after_step)
+        finally:
+            log_metrics.close()
 
 
 def _run_grpo(
-    config: RunConfig, run_dir: RunDir, sft_run: Path, progress: bool, resume: bool, stop_after_step: int | None
+    config: RunConfig,
+    run_dir: RunDir,
+    log_metrics: RunLog,
+    sft_run: Path,
+    progress: bool,
+    resume: bool,
+    stop_after_step: int | None,
 ) -> dict[str, Any] | None:
     """The body of `train_grpo`, in a run directory locked for it."""
     from genrec.runner import build_model, dataset_of_run, record_dataset, scorer_for, split_for
@@ -310,7 +321,7 @@ def _run_grpo(
         log.info("resumed %s after step %d", out, saved["step"])
     else:
         first, best, best_step, stale = 1, validate("valid")[t.metric], 0, 0
-        run_dir.log_metrics({"split": "valid", "epoch": 0, "step": 0, t.metric: best})
+        log_metrics({"split": "valid", "epoch": 0, "step": 0, t.metric: best})
         save_checkpoint(run_dir.path / BEST_CHECKPOINT, {"model": model.state_dict(), "step": 0})
     stopped_early = False
     bar = tqdm(range(first, steps + 1), desc="grpo", unit="step", disable=not progress, initial=first - 1, total=steps)
@@ -331,11 +342,11 @@ def _run_grpo(
             "lr": lr,
             "seconds": time.perf_counter() - started,
         }
-        run_dir.log_metrics(record)
+        log_metrics(record)
         bar.set_postfix(reward=f"{stats.reward:.3f}", hit=f"{stats.hit_rate:.2f}", kl=f"{stats.kl:.4f}")
         if step % t.eval_every == 0 or step == steps:
             valid = validate("valid")
-            run_dir.log_metrics({"split": "valid", "epoch": 0, "step": step, **valid})
+            log_metrics({"split": "valid", "epoch": 0, "step": step, **valid})
             log.info("step %d: reward %.3f, valid %s %.4f", step, stats.reward, t.metric, valid[t.metric])
             if valid[t.metric] > best:
                 best, best_step, stale = valid[t.metric], step, 0
@@ -366,7 +377,7 @@ def _run_grpo(
     load_weights(model, run_dir.path / BEST_CHECKPOINT)
     results = {"valid": validate("valid"), "test": validate("test")}
     for which, metrics in results.items():
-        run_dir.log_metrics({"split": which, "step": best_step, "final": True, **metrics})
+        log_metrics({"split": which, "step": best_step, "final": True, **metrics})
     summary = {
         "model": "sid-llm",
         "stage": "grpo",

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from genrec.config import RunConfig, to_dict
 from genrec.errors import ConfigError
+from genrec.runs import RunDir
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 
@@ -73,8 +74,9 @@ class TensorBoardTracker:
         self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, record: dict[str, Any]) -> None:
+        step = int(record.get("step", record.get("epoch", 0)))  # optimizer steps, as MLflow and W&B count
         for key, value in numbers(record).items():
-            self.writer.add_scalar(key, value, int(record.get("epoch", 0)))
+            self.writer.add_scalar(key, value, step)
 
     def close(self) -> None:
         self.writer.close()
@@ -128,3 +130,28 @@ def open_trackers(names: list[str], run_dir: Path, config: RunConfig) -> list[Tr
     """The trackers `names` asks for, started for this run."""
     classes = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker, "wandb": WandbTracker}
     return [classes[name](run_dir, config) for name in dict.fromkeys(names)]
+
+
+class RunLog:
+    """A run's metrics records: appended to metrics.jsonl and sent to the trackers `train.log_to` names.
+
+    run_dir None (or enabled False: another process of a distributed run writes) logs nothing.
+    """
+
+    def __init__(self, run_dir: RunDir | None, config: RunConfig, enabled: bool = True) -> None:
+        self.run_dir = run_dir if enabled else None
+        t = config.train
+        names = t.log_to + (["tensorboard"] if t.tensorboard else [])
+        self.trackers = open_trackers(names, self.run_dir.path, config) if self.run_dir is not None else []
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self.run_dir is not None:
+            self.run_dir.log_metrics(record)
+            for tracker in self.trackers:
+                tracker.log(record)
+
+    def close(self) -> None:
+        """End the tracker runs (also after a failure or an interruption)."""
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []

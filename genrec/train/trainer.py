@@ -49,7 +49,7 @@ from genrec.train.losses import (
     SharedPoolInfoNCE,
     UniformNegatives,
 )
-from genrec.train.trackers import Tracker, open_trackers
+from genrec.train.trackers import RunLog
 
 log = logging.getLogger("genrec.train")
 
@@ -185,9 +185,7 @@ class Trainer:
         self.best_valid: dict[str, float] | None = None  # metrics of the best checkpoint, when computed in this process
         use_amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_amp else None
-        self.trackers: list[Tracker] = []
-        if context.is_main and run_dir is not None:
-            self.trackers = open_trackers(t.log_to + (["tensorboard"] if t.tensorboard else []), run_dir.path, config)
+        self._log = RunLog(run_dir, config, enabled=context.is_main)  # metrics.jsonl and the trackers
 
     # ---- checkpoints -------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
@@ -336,12 +334,6 @@ class Trainer:
         result = {k: float(sums[i]) / max(total, 1.0) for i, k in enumerate(names)}
         return {**result, "num_users": int(total), "seconds": time.perf_counter() - started}
 
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.run_dir is not None and self.context.is_main:
-            self.run_dir.log_metrics(record)
-            for tracker in self.trackers:
-                tracker.log(record)
-
     def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any] | None:
         """Train until `train.epochs` or early stopping, then test the best checkpoint once.
 
@@ -351,9 +343,7 @@ class Trainer:
         try:
             return self._fit(stop_after_epoch)
         finally:
-            for tracker in self.trackers:  # an interrupted or failed run ends its tracker runs too
-                tracker.close()
-            self.trackers = []
+            self._log.close()  # an interrupted or failed run ends its tracker runs too
 
     def _fit(self, stop_after_epoch: int | None) -> dict[str, Any] | None:
         t = self.train_config
