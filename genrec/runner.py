@@ -43,10 +43,11 @@ def _fit_popularity(dataset: Dataset, split: Split, config: RunConfig) -> Scorer
 def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> Recommender:
     """A fresh sequential model for `dataset`, after checking the config fits the data."""
     model_config = config.model
-    if getattr(model_config, "time_buckets", 0) and not dataset.has_timestamps:
+    if model_config.uses_time and not dataset.has_timestamps:
+        key = "model.user.time_buckets" if model_config.name == "hllm" else "model.time_buckets"
         raise ConfigError(
             f"the dataset at {dataset.path} has no timestamps, but model {model_config.name!r} uses a "
-            f"time bias: set model.time_buckets=0 (position bias only)"
+            f"time bias: set {key}=0 (position bias only)"
         )
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)

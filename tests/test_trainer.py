@@ -98,6 +98,13 @@ def test_bad_training_input(data_dir, tmp_path, monkeypatch):
     beauty = load_config(None, [f"data.raw={data_dir / 'amazon-beauty'}", "data.source=letter", *TINY])
     with pytest.raises(ConfigError, match="has no timestamps.*model.time_buckets=0"):
         run(beauty, tmp_path / "beauty", progress=False)
+    # HLLM's user model is where its time bias is (the check comes before any item text is read)
+    hllm = load_config(None, [f"data.raw={data_dir / 'amazon-beauty'}", "data.source=letter", "model.name=hllm"])
+    assert (
+        hllm.model.uses_time and not load_config(None, ["model.name=hllm", "model.user.time_buckets=0"]).model.uses_time
+    )
+    with pytest.raises(ConfigError, match="has no timestamps.*model.user.time_buckets=0"):
+        build_model(dataset_for(hllm.data), hllm)
 
     def broken_loss(self, users, positives, model):
         return users.sum() * float("nan")

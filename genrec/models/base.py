@@ -32,6 +32,11 @@ class ModelConfig:
 
     name: str = "popularity"
 
+    @property
+    def uses_time(self) -> bool:
+        """Whether the model reads event times (a time bias), so the data needs real timestamps."""
+        return False
+
 
 class SequentialRecommender(nn.Module, ABC):
     """Base class of SASRec, HSTU and the user side of HLLM."""

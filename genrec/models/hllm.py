@@ -99,8 +99,8 @@ class HLLMConfig(ModelConfig):
         return self.item_llm.train != "frozen"
 
     @property
-    def time_buckets(self) -> int:
-        return getattr(self.user, "time_buckets", 0)
+    def uses_time(self) -> bool:
+        return self.user.uses_time
 
 
 class Standardise(nn.Module):

@@ -140,7 +140,7 @@ class Recommender:
         self.index = index
         self.model_name = config.model.name
         self.num_items = dataset.num_items
-        self.uses_time = bool(getattr(config.model, "time_buckets", 0))
+        self.uses_time = config.model.uses_time
         model = getattr(scorer, "model", None)
         self.max_len: int | None = getattr(model, "max_len", None)
         self.generative = isinstance(model, GenerativeRecommender)
