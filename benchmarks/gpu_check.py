@@ -141,7 +141,8 @@ def sizes(tiny: bool, steps: int, family: str) -> list[str]:
         ],
         "sid-llm": ["model.num_beams=10", "eval.ks=[1,5,10]", "model.eval_users_per_pass=4", "train.batch_size=4"],
     }
-    return common + widths.get(family, []) + ["train.batch_size=32"] * (family in ("sasrec", "hstu", "hllm", "tiger"))
+    batch = ["train.batch_size=32"] if family in ("sasrec", "hstu", "hllm", "tiger") else []
+    return common + widths.get(family, []) + batch
 
 
 def check_family(family: str, args: argparse.Namespace, work: Path) -> Row:

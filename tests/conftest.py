@@ -28,6 +28,21 @@ def ml100k(data_dir, tmp_path_factory):
     return prepare_dataset("ml-100k", tmp_path_factory.mktemp("ds") / "ml-100k", raw=data_dir / "ml-100k")
 
 
+# a SASRec that trains in seconds on ML-100K (tests add train.epochs)
+TINY_SASREC = [
+    "model.name=sasrec",
+    "model.max_len=20",
+    "model.dim=16",
+    "model.num_heads=2",
+    "model.num_blocks=1",
+    "train.batch_size=256",
+    "train.loss.num_negatives=16",
+    "train.device=cpu",
+    "eval.ks=[10]",
+    "train.patience=null",
+]
+
+
 def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines), encoding=encoding)

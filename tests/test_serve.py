@@ -1,6 +1,7 @@
 """Recommendations from trained runs: the evaluator's ranking in raw ids, odd input, batch files, ANN indexes."""
 
 import asyncio
+import dataclasses
 import json
 import signal
 import socket
@@ -201,6 +202,13 @@ def test_known_users_get_the_ranking_of_their_whole_history(ml_runs, ml100k):
         assert [i.id for i in a.items] == [i.id for i in b.items]
     seen = set(rec.user_query(raw_users[0]).history)
     assert len(seen) > 10 and not seen & {i.id for i in by_user[0].items}
+    # the known-user path and the query path agree on exclusions too
+    top = [by_user[0].items[0].id, by_user[1].items[1].id]
+    for options in ({"exclude": top}, {"exclude_seen": False}, {"exclude": top, "exclude_seen": False}):
+        queries = [dataclasses.replace(rec.user_query(u, 20), **options) for u in raw_users]
+        for a, b in zip(rec.recommend_users(raw_users, k=20, **options), rec.recommend_many(queries)):
+            assert [i.id for i in a.items] == [i.id for i in b.items]
+            assert not set(options.get("exclude", ())) & {i.id for i in a.items}
     with pytest.raises(DataError, match="unknown users 'nobody', 'ghost'"):
         rec.recommend_users([raw_users[0], "nobody", "ghost"])
 

@@ -8,19 +8,9 @@ from genrec.config import load_config
 from genrec.errors import ConfigError
 from genrec.runner import run
 
-TINY = [
-    "model.name=sasrec",
-    "model.max_len=20",
-    "model.dim=16",
-    "model.num_heads=2",
-    "model.num_blocks=1",
-    "train.batch_size=256",
-    "train.loss.num_negatives=16",
-    "train.device=cpu",
-    "eval.ks=[10]",
-    "train.patience=null",
-    "train.epochs=2",
-]
+from conftest import TINY_SASREC
+
+TINY = [*TINY_SASREC, "train.epochs=2"]
 
 
 def test_mlflow_and_wandb_receive_the_run_metrics(data_dir, tmp_path, monkeypatch):

@@ -19,21 +19,9 @@ from genrec.errors import CheckpointError, ConfigError
 from genrec.io import LOCK_FILE, LockedError, exclusive_lock
 from genrec.runner import run
 
-from conftest import write_lines
+from conftest import TINY_SASREC, write_lines
 
-TINY = [
-    "model.name=sasrec",
-    "model.max_len=20",
-    "model.dim=16",
-    "model.num_heads=2",
-    "model.num_blocks=1",
-    "train.batch_size=256",
-    "train.loss.num_negatives=16",
-    "train.device=cpu",
-    "eval.ks=[10]",
-    "train.patience=null",
-    "train.epochs=1",
-]
+TINY = [*TINY_SASREC, "train.epochs=1"]
 
 
 @pytest.fixture(scope="module")

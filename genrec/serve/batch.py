@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from genrec.errors import DataError
 from genrec.eval.evaluator import auto_batch_size
 from genrec.io import atomic_output_file
-from genrec.serve.recommender import Cases, Query, Recommender
+from genrec.serve.recommender import Query, Recommender
 
 log = logging.getLogger("genrec.serve")
 
@@ -191,7 +191,7 @@ def _write_users(
     recommender: Recommender, tmp: Path, users: str | Path, k: int, batch_size: int, progress: bool
 ) -> BatchSummary:
     raw_users = recommender.dataset.users["raw_id"].combine_chunks()
-    skipped = 0
+    skipped = fallback = 0
     if str(users) == "all":
         indices = np.arange(1, recommender.dataset.num_users + 1, dtype=np.int64)
     else:
@@ -201,7 +201,6 @@ def _write_users(
         if skipped:
             log.warning("%d of %d users in %s are not in the dataset; they are skipped", skipped, len(listed), users)
         indices = found[found > 0]
-    lengths = recommender.dataset.sequences.lengths
     writer = _Writer(tmp, recommender, raw_users.type)
     try:
         with tqdm(total=len(indices), desc="recommend", unit="user", disable=not progress) as bar:
@@ -210,10 +209,10 @@ def _write_users(
                 cases = recommender.user_cases(chunk, k)
                 items, scores = recommender.top_k(cases, batch_size)
                 writer.write(raw_users.take(pa.array(chunk - 1)), items, scores, cases.ks)
+                fallback += int(recommender.fallbacks(cases).sum())
                 bar.update(len(chunk))
     finally:
         writer.close()
-    fallback = int((lengths[indices] == 0).sum()) if recommender.model_name != "popularity" else 0
     return BatchSummary(tmp, len(indices), writer.rows, skipped, fallback)
 
 
@@ -234,15 +233,8 @@ def _write_histories(
                 items, scores = recommender.top_k(cases, batch_size)
                 writer.write(pa.array(ids, pa.string()), items, scores, cases.ks)
                 requests += len(chunk)
-                fallback += _fallbacks(recommender, cases)
+                fallback += int(recommender.fallbacks(cases).sum())
                 bar.update(len(chunk))
     finally:
         writer.close()
     return BatchSummary(tmp, requests, writer.rows, 0, fallback)
-
-
-def _fallbacks(recommender: Recommender, cases: Cases) -> int:
-    if recommender.model_name == "popularity":
-        return 0
-    offsets = cases.sequences.offsets
-    return int((offsets[1:] == offsets[:-1]).sum())

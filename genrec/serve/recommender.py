@@ -119,6 +119,18 @@ class Cases:
     def __len__(self) -> int:
         return len(self.ks)
 
+    @property
+    def empty(self) -> np.ndarray:
+        """[B] bool: rows whose history holds no known item."""
+        return self.sequences.offsets[1:] == self.sequences.offsets[:-1]
+
+
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    """[B+1] int64 row offsets of rows with `lengths` ([B]) laid end to end."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
 
 class Recommender:
     """A trained run (any model family) loaded once, answering top-k requests in raw ids."""
@@ -277,19 +289,18 @@ class Recommender:
         starts, ends = full.offsets[users], full.offsets[users + 1]
         lengths = ends - starts
         index = flat_ranges(starts, lengths)
-        offsets = np.zeros(len(users) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        offsets = offsets_of(lengths)
         sequences = Sequences(full.items[index], full.timestamps[index], offsets)
         last = np.where(lengths > 0, full.timestamps[np.maximum(ends - 1, 0)], 0)
         exclude = np.zeros(0, dtype=np.int64) if exclude is None else exclude
-        banned_lengths = (lengths if exclude_seen else np.zeros_like(lengths)) + len(exclude)
-        banned_offsets = np.zeros(len(users) + 1, dtype=np.int64)
-        np.cumsum(banned_lengths, out=banned_offsets[1:])
-        if len(exclude) or not exclude_seen:
-            parts = [np.concatenate([sequences.user(r) if exclude_seen else [], exclude]) for r in range(len(users))]
-            banned = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-        else:
-            banned = sequences.items
+        # each row's banned items: its history (when excluded), then `exclude`
+        seen = lengths if exclude_seen else np.zeros_like(lengths)
+        banned_offsets = offsets_of(seen + len(exclude))
+        banned = np.empty(int(banned_offsets[-1]), dtype=np.int64)
+        banned[flat_ranges(banned_offsets[:-1], seen)] = sequences.items[flat_ranges(offsets[:-1], seen)]
+        banned[flat_ranges(banned_offsets[:-1] + seen, np.full(len(users), len(exclude)))] = np.tile(
+            exclude, len(users)
+        )
         return Cases(
             sequences,
             last.astype(np.int64),
@@ -322,11 +333,8 @@ class Recommender:
             allowed.append(self._allowed(q.allow))
             unknown.append(int((~known).sum()))
             sources.append(source if self.uses_time else "unused")
-        lengths = np.array([len(r) for r in items], dtype=np.int64)
-        offsets = np.zeros(len(items) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        banned_offsets = np.zeros(len(items) + 1, dtype=np.int64)
-        np.cumsum([len(b) for b in banned], out=banned_offsets[1:])
+        offsets = offsets_of(np.array([len(r) for r in items], dtype=np.int64))
+        banned_offsets = offsets_of(np.array([len(b) for b in banned], dtype=np.int64))
         concat = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
         cases = Cases(
             Sequences(concat(items), concat(times), offsets),
@@ -354,12 +362,16 @@ class Recommender:
     def user_query(self, raw_user_id: Any, k: int = 10) -> Query:
         """The `Query` of a known user's whole history (what `recommend_users` answers); DataError if unknown."""
         user = int(self.users_of([raw_user_id])[0])
-        history = self.dataset.sequences.user(user)
-        times = self.dataset.sequences.timestamps[
-            self.dataset.sequences.offsets[user] : self.dataset.sequences.offsets[user + 1]
-        ]
-        raw = [self.item_raw_ids[i] for i in history.tolist()]
+        sequences = self.dataset.sequences
+        events = slice(sequences.offsets[user], sequences.offsets[user + 1])
+        raw = [self.item_raw_ids[i] for i in sequences.items[events].tolist()]
+        times = sequences.timestamps[events]
         return Query(raw, k, times.tolist(), int(times[-1]) if len(times) else None, user=user)
+
+    def fallbacks(self, cases: Cases) -> np.ndarray:
+        """[B] bool: rows answered with the popularity list (no known history item; the popularity
+        model itself ranks every row that way and has no fallback)."""
+        return cases.empty & (self.model_name != "popularity")
 
     def _check_k(self, k: int) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -385,9 +397,7 @@ class Recommender:
         return out_items, out_scores
 
     def _top_k_rows(self, cases: Cases, rows: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
-        offsets = cases.sequences.offsets
-        empty = offsets[rows + 1] == offsets[rows]
-        use_model = ~empty | (self.model_name == "popularity")
+        use_model = ~self.fallbacks(cases)[rows]
         batch = self._batch(cases, rows)
         banned_rows, banned_items = self._banned(cases, rows)
         if self.index is not None and all(cases.allowed[r] is None for r in rows):
@@ -462,14 +472,14 @@ class Recommender:
 
     def _answer(self, cases: Cases, unknown: np.ndarray, sources: list[str]) -> list[Recommendation]:
         items, scores = self.top_k(cases)
-        empty = cases.sequences.offsets[1:] == cases.sequences.offsets[:-1]
+        fallbacks = self.fallbacks(cases)
         answers = []
         for r in range(len(cases)):
             chosen = [(int(i), float(s)) for i, s in zip(items[r, : cases.ks[r]], scores[r, : cases.ks[r]]) if i > 0]
             answers.append(
                 Recommendation(
                     items=[RecommendedItem(self.item_raw_ids[i], s, self.fields(i)) for i, s in chosen],
-                    fallback=bool(empty[r]) and self.model_name != "popularity",
+                    fallback=bool(fallbacks[r]),
                     unknown_items=int(unknown[r]),
                     time_source=sources[r],
                     model=self.model_name,
