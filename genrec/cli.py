@@ -163,8 +163,8 @@ def _llm_sft(args: argparse.Namespace) -> int:
 
 
 def _llm_rl(args: argparse.Namespace) -> int:
-    from genrec.llm.grpo import rl_config, train_grpo
-    from genrec.runner import format_table
+    from genrec.llm.grpo import rl_config
+    from genrec.runner import format_table, run_rl
 
     if args.resume:
         if args.from_run or args.config or args.out:
@@ -177,7 +177,7 @@ def _llm_rl(args: argparse.Namespace) -> int:
         config, out = rl_config(args.config, args.set, Path(args.from_run)), Path(args.out)
     else:
         raise GenrecError("genrec llm rl needs --from SFT_RUN_DIR and --out RUN_DIR (or --resume RUN_DIR)")
-    summary = train_grpo(config, out, overwrite=args.overwrite, progress=_progress(args), resume=bool(args.resume))
+    summary = run_rl(config, out, overwrite=args.overwrite, progress=_progress(args), resume=bool(args.resume))
     assert summary is not None
     if args.json:
         print(json.dumps({"run_dir": str(out), **summary}))

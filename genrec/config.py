@@ -129,6 +129,8 @@ class TrainConfig:
     warmup_fraction: float | None = None  # warmup as a fraction of all steps (HLLM: 0.1); overrides warmup_steps
     grad_clip: float | None = None  # max global gradient norm
     eval_every: int = 1  # epochs between validation passes
+    # optimizer steps between validation passes (each also writes last.pt); when set, replaces eval_every
+    eval_every_steps: int | None = None
     patience: int | None = 10  # stop after this many validations without improvement (None: never)
     metric: str = "ndcg@10"  # validation metric for early stopping and the best checkpoint
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
@@ -166,13 +168,17 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"train.patience must be >= 1 or null, got {self.patience}")
+        if self.eval_every_steps is not None and self.eval_every_steps < 1:
+            raise ConfigError(f"train.eval_every_steps must be >= 1 or null, got {self.eval_every_steps}")
 
 
 @dataclass
 class RLConfig:
-    """GRPO after SFT (`genrec llm rl`; see `genrec.llm.grpo`). The optimiser comes from `train`:
-    lr, batch_size (prompts per step), max_steps, grad_clip, warmup; `train.eval_every` counts steps."""
+    """GRPO after SFT (`genrec llm rl`; see `genrec.llm.grpo`). The rest comes from `train`, as for
+    every objective: lr, schedule and warmup, grad_clip, amp, epochs (an epoch offers every training
+    example once on average) or max_steps, eval_every or eval_every_steps, patience."""
 
+    prompts_per_step: int = 16  # training histories per optimizer step (train.batch_size is for SFT)
     num_generations: int = 16  # candidates per prompt, from the constrained beam search
     beta: float = 0.001  # weight of the KL penalty to the SFT model (MiniOneRec: 1e-3)
     reward: Literal["rule", "ranking", "collaborative"] = "ranking"
@@ -186,6 +192,8 @@ class RLConfig:
             )
         if self.beta < 0:
             raise ConfigError(f"rl.beta must be >= 0, got {self.beta}")
+        if self.prompts_per_step < 1:
+            raise ConfigError(f"rl.prompts_per_step must be >= 1, got {self.prompts_per_step}")
         if self.reward == "collaborative" and not self.collaborative_run:
             raise ConfigError("rl.reward=collaborative needs rl.collaborative_run: a trained SASRec run directory")
 

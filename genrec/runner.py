@@ -230,6 +230,64 @@ def run(
         shutdown_distributed(context)
 
 
+def run_rl(
+    config: RunConfig,
+    out: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    resume: bool = False,
+    stop_after_step: int | None = None,
+) -> dict[str, Any] | None:
+    """GRPO from the best checkpoint of the SFT run `config.rl.sft_run`, on the shared trainer;
+    writes a run directory `genrec eval` reads.
+
+    resume=True continues the run in `out` from its last checkpoint (written at every validation and
+    epoch end) and reaches the same weights as a run that never stopped. stop_after_step: return None
+    after the first checkpoint at or past that step (as if the run were interrupted there).
+    """
+    from genrec.llm.grpo import GRPOObjective
+
+    out = Path(out)
+    if not config.rl.sft_run:
+        raise ConfigError(
+            f"cannot run {out} as an RL run: its config has no rl.sft_run (an RL run starts from an SFT run: "
+            f"genrec llm rl --from RUN_DIR; an SFT run resumes with genrec train --resume)"
+        )
+    if resume and not (out / LAST_CHECKPOINT).is_file():
+        raise ConfigError(f"cannot resume: no checkpoint at {out / LAST_CHECKPOINT}")
+    if not resume:
+        check_output_not_input(out, run_inputs(config))
+    sft_run = Path(config.rl.sft_run)
+    with RunDir.writing(out, config, overwrite, resume) as run_dir:
+        dataset = dataset_of_run(RunDir.open(sft_run), config)  # RL reads the SFT run's data
+        record_dataset(run_dir, dataset)
+        split = split_for(dataset, config)
+        model = build_model(dataset, config, progress)
+        load_weights(model, sft_run / BEST_CHECKPOINT)
+        reward_scorer = None
+        if config.rl.reward == "collaborative":
+            cf_run = Path(config.rl.collaborative_run or "")
+            reward_scorer = scorer_for(dataset, split, RunDir.open(cf_run).config(), cf_run)
+        objective = GRPOObjective(model, split.train, config.rl, config.seed, reward_scorer)  # type: ignore[arg-type]
+        trainer = Trainer(model, split, config, run_dir, progress=progress, objective=objective)
+        if resume:
+            trainer.resume(run_dir.path / LAST_CHECKPOINT)
+            run_dir.save_config(config)  # only now that the checkpoint fits: train.max_steps may have been extended
+        results = trainer.fit(stop_after_step=stop_after_step)
+        if results is None:
+            return None
+        summary = {
+            "model": config.model.name,
+            "stage": "grpo",
+            "from": str(sft_run),
+            "dataset": str(dataset.path),
+            "protocol": split.protocol,
+            **results,
+        }
+        run_dir.write_metrics(summary)
+        return summary
+
+
 def run_inputs(config: RunConfig) -> dict[str, str | None]:
     """The paths a run reads (name -> path), which its run directory must neither be, contain nor lie in."""
     raw = None if config.data.raw is None else os.path.expandvars(config.data.raw)
@@ -294,6 +352,7 @@ __all__ = [
     "format_table",
     "quickstart",
     "run",
+    "run_rl",
     "scorer_for",
     "split_for",
     "to_dict",

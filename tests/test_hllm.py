@@ -274,18 +274,18 @@ def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, ti
     assert not any("q_proj.base_layer" in n for n in trainable)  # the LLM's own weights stay frozen
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = Trainer(model, split_for(dataset, config), config, None, progress=False)
-    trainer.loader = [next(iter(trainer.loader))]  # one step
+    one_step = [next(trainer.objective.batches(1))]
     embedded = []
     real_embed = model.tower._embed
     monkeypatch.setattr(model.tower, "_embed", lambda ids: embedded.append(ids) or real_embed(ids))
-    trainer.train_epoch(1)
+    trainer.train_epoch(1, batches=one_step)
     assert len(embedded) == 2  # the history, then the loss's candidates ...
     ids = torch.cat(embedded)
     assert len(ids) == len(torch.unique(ids))  # ... and no item went through the LLM twice in the step
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert any("lora_B" in n for n in changed) and any(n.endswith("item_tokens") for n in changed)
     assert changed <= trainable
-    assert trainer.loss.log_scale.item() != pytest.approx(math.log(1 / 0.05))  # the temperature learned too
+    assert trainer.objective.extra.log_scale.item() != pytest.approx(math.log(1 / 0.05))  # the temperature learned too
 
     calls = []
     real = embed_catalogue
@@ -329,8 +329,7 @@ def test_a_causal_lm_user_model_reads_item_embeddings_as_inputs_embeds(ml100k, t
     torch.testing.assert_close(hidden[0, :3], shorter[0], atol=1e-5, rtol=1e-4)  # padding never leaks in
     before = model.user_model.llm.layers[0].self_attn.q_proj.weight.detach().clone()
     trainer = Trainer(model, split_for(dataset, config), config, None, progress=False)
-    trainer.loader = [next(iter(trainer.loader))]
-    trainer.train_epoch(1)
+    trainer.train_epoch(1, batches=[next(trainer.objective.batches(1))])
     assert not torch.equal(model.user_model.llm.layers[0].self_attn.q_proj.weight, before)  # full fine-tuning
     assert 0 <= trainer.evaluate("valid")["ndcg@10"] <= 1
 

@@ -104,7 +104,7 @@ def test_uniform_negatives_cover_real_items_only():
 def test_default_temperature_follows_whether_the_model_normalises():
     from genrec.config import LossConfig
     from genrec.models import HSTU, HSTUConfig, SASRec, SASRecConfig
-    from genrec.train.trainer import build_loss
+    from genrec.train.objectives import build_loss
 
     hstu = HSTU(10, HSTUConfig(max_len=4, dim=8, attention_dim=4, value_dim=4))
     plain, normed = SASRec(10, SASRecConfig(max_len=4, dim=8)), SASRec(10, SASRecConfig(max_len=4, dim=8, l2_norm=True))

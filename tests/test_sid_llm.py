@@ -15,7 +15,8 @@ from genrec.data.batching import TrainSequences
 from genrec.errors import ConfigError
 from genrec.items.semantic_ids import SemanticIds
 from genrec.llm.prompts import PromptConfig, left_padded
-from genrec.runner import build_model, dataset_for, run, split_for
+from genrec.runner import build_model, dataset_for, run, run_rl, split_for
+from genrec.runs import RunDir
 
 from conftest import _write_tiny_llama, walk_dataset
 
@@ -25,12 +26,11 @@ pytest.importorskip("peft")
 from genrec.llm.grpo import (  # noqa: E402
     collaborative_rewards,
     group_advantages,
-    grpo_step,
+    grpo_loss,
     rank_penalties,
     ranking_rewards,
     rl_config,
     rule_rewards,
-    train_grpo,
     training_examples,
 )
 from genrec.llm.sid_tokens import add_sid_tokens  # noqa: E402
@@ -218,8 +218,10 @@ def test_one_grpo_step_changes_the_trainable_weights_only(walk):
     ids, mask = model.history_prompts(examples.history, examples.lengths)
     favourite = tables.leaf_items[model.generate(ids, mask, tables, num_beams=4).leaves[:, 1], 0]
     examples = type(examples)(examples.users, examples.history, examples.lengths, favourite)
-    stats = grpo_step(model, reference, optimizer, examples, config.rl, tables)
-    assert stats.hit_rate == 1.0 and math.isfinite(stats.loss)
+    loss, stats = grpo_loss(model, reference, examples, config.rl, tables)
+    loss.backward()
+    optimizer.step()
+    assert stats["hit_rate"] == 1.0 and math.isfinite(stats["loss"]) and stats["loss"] == loss.item()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert changed and changed <= trainable  # adapters / new token rows moved, the base model did not
@@ -247,7 +249,8 @@ def test_sft_then_rl_then_eval_through_the_cli(walk, tmp_path, capsys):
     sft = json.loads(capsys.readouterr().out)
     rl_file = tmp_path / "rl.yaml"
     rl_file.write_text(
-        "rl: {num_generations: 4, reward: ranking}\ntrain: {max_steps: 2, batch_size: 4, eval_every: 1, lr: 0.0001}\n"
+        "rl: {num_generations: 4, reward: ranking, prompts_per_step: 4}\n"
+        "train: {max_steps: 2, eval_every_steps: 1, lr: 0.0001}\n"
         "eval: {ks: [1, 5, 10]}\n"
     )
     assert (
@@ -282,7 +285,7 @@ def test_sft_then_rl_then_eval_through_the_cli(walk, tmp_path, capsys):
         ["rl.reward=collaborative", f"rl.collaborative_run={tmp_path / 'pop'}", "train.max_steps=1"],
         tmp_path / "sft",
     )
-    assert train_grpo(collaborative, tmp_path / "rl-cf", progress=False)["steps"] == 1
+    assert run_rl(collaborative, tmp_path / "rl-cf", progress=False)["steps"] == 1
     rewards = [json.loads(line) for line in (tmp_path / "rl-cf" / "metrics.jsonl").read_text().splitlines()]
     train_rewards = [r["reward"] for r in rewards if r["split"] == "train"]
     assert len(train_rewards) == 1 and 0 < train_rewards[0] < 1  # probabilities, not 0/1 hits
@@ -309,8 +312,8 @@ def test_rl_resumes_to_the_same_weights_as_an_uninterrupted_run(walk, tmp_path, 
         [
             "rl.num_generations=4",
             "train.max_steps=3",
-            "train.batch_size=4",
-            "train.eval_every=1",
+            "rl.prompts_per_step=4",
+            "train.eval_every_steps=1",
             "train.lr=0.003",
             "train.schedule=cosine",
             "train.warmup_steps=2",
@@ -318,16 +321,16 @@ def test_rl_resumes_to_the_same_weights_as_an_uninterrupted_run(walk, tmp_path, 
         ],
         tmp_path / "sft",
     )
-    whole = train_grpo(config, tmp_path / "whole", progress=False)
-    assert train_grpo(config, tmp_path / "parts", progress=False, stop_after_step=1) is None
+    whole = run_rl(config, tmp_path / "whole", progress=False)
+    assert run_rl(config, tmp_path / "parts", progress=False, stop_after_step=1) is None
     assert main(["llm", "rl", "--resume", str(tmp_path / "parts"), "--json"]) == 0
     resumed = json.loads(capsys.readouterr().out)
     for which in ("valid", "test"):
         resumed[which].pop("seconds"), whole[which].pop("seconds")
         assert resumed[which] == whole[which]
-    last = [torch.load(tmp_path / d / "last.pt", weights_only=False) for d in ("whole", "parts")]
-    assert last[0]["step"] == last[1]["step"] == 3
-    first = torch.load(tmp_path / "sft" / "best.pt", weights_only=False)["model"]
+    last = [torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("whole", "parts")]
+    assert last[0]["state"]["step"] == last[1]["state"]["step"] == 3
+    first = torch.load(tmp_path / "sft" / "best.pt", weights_only=True)["model"]
     assert any(not torch.equal(first[k], v) for k, v in last[0]["model"].items())  # RL moved the weights...
     for key, value in last[0]["model"].items():
         assert torch.equal(value, last[1]["model"][key]), key  # ...and the resumed run moved them identically
@@ -349,7 +352,7 @@ def test_rl_resumes_to_the_same_weights_as_an_uninterrupted_run(walk, tmp_path, 
 
 def test_grpo_follows_the_lr_schedule_and_stops_without_improvement(walk, tmp_path):
     run(_config(walk, "train.epochs=1"), tmp_path / "sft", progress=False)
-    common = ["rl.num_generations=4", "train.batch_size=4", "train.lr=0.002"]
+    common = ["rl.num_generations=4", "rl.prompts_per_step=4", "train.lr=0.002"]
 
     def train_records(folder):
         lines = (folder / "metrics.jsonl").read_text().splitlines()
@@ -357,10 +360,10 @@ def test_grpo_follows_the_lr_schedule_and_stops_without_improvement(walk, tmp_pa
 
     warm = rl_config(
         None,
-        [*common, "train.max_steps=3", "train.warmup_steps=2", "train.eval_every=3", "train.log_to=[mlflow]"],
+        [*common, "train.max_steps=3", "train.warmup_steps=2", "train.eval_every_steps=3", "train.log_to=[mlflow]"],
         tmp_path / "sft",
     )
-    train_grpo(warm, tmp_path / "warm", progress=False)
+    run_rl(warm, tmp_path / "warm", progress=False)
     records = train_records(tmp_path / "warm")
     assert [r["lr"] for r in records] == pytest.approx([0.001, 0.002, 0.002])
     # train.log_to holds for GRPO too: MLflow's local store has each step's reward
@@ -373,10 +376,10 @@ def test_grpo_follows_the_lr_schedule_and_stops_without_improvement(walk, tmp_pa
     # a learning rate too small to change the ranking: no validation improves, patience 1 stops at the first
     still = rl_config(
         None,
-        [*common, "train.lr=1e-12", "train.max_steps=6", "train.eval_every=2", "train.patience=1"],
+        [*common, "train.lr=1e-12", "train.max_steps=6", "train.eval_every_steps=2", "train.patience=1"],
         tmp_path / "sft",
     )
-    summary = train_grpo(still, tmp_path / "still", progress=False)
+    summary = run_rl(still, tmp_path / "still", progress=False)
     assert summary["stopped_early"] and summary["best_step"] == 0
     assert [r["step"] for r in train_records(tmp_path / "still")] == [1, 2]
 
@@ -405,3 +408,62 @@ def test_sft_lowers_the_answer_loss_and_raises_the_ranking(walk, tmp_path):
     losses = [r["loss"] for r in log if r["split"] == "train"]
     assert losses[-1] < 0.6 * losses[0]  # the SID answer's negative log-likelihood falls
     assert trained.metrics["test"]["mrr"] > untrained.metrics["test"]["mrr"]
+
+
+def test_grpo_on_the_shared_trainer_takes_the_steps_of_a_plain_loop(walk, tmp_path):
+    """The trainer adds validation, checkpoints and logging around GRPO, never a different step: the
+    weights after 2 steps equal those of the bare algorithm (sample prompts, grpo_loss, AdamW step)."""
+    run(_config(walk, "train.epochs=1"), tmp_path / "sft", progress=False)
+    config = rl_config(
+        None,
+        [
+            "rl.num_generations=4",
+            "rl.prompts_per_step=16",
+            "train.max_steps=2",
+            "train.lr=0.003",
+            "train.grad_clip=0.5",
+        ],
+        tmp_path / "sft",
+    )
+    summary = run_rl(config, tmp_path / "rl", progress=False)
+    assert summary is not None and summary["steps"] == 2
+    trained = torch.load(tmp_path / "rl" / "last.pt", weights_only=True)["model"]
+
+    dataset = dataset_for(config.data)
+    model = build_model(dataset, config, progress=False)
+    model.load_state_dict(torch.load(tmp_path / "sft" / "best.pt", weights_only=True)["model"])
+    reference = build_model(dataset, config, progress=False).eval().requires_grad_(False)
+    reference.load_state_dict(model.state_dict())
+    examples = training_examples(split_for(dataset, config).train, model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=0.003, betas=(0.9, 0.98), weight_decay=0.0)
+    generator = torch.Generator().manual_seed(config.seed)
+    tables = model.level_tables()
+    for _ in range(2):
+        rows = torch.randint(len(examples.targets), (16,), generator=generator)
+        batch = type(examples)(
+            examples.users[rows], examples.history[rows], examples.lengths[rows], examples.targets[rows]
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = grpo_loss(model, reference, batch, config.rl, tables)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        optimizer.step()
+    moved = [k for k, v in model.state_dict().items() if not torch.equal(v, reference.state_dict()[k])]
+    assert moved  # the loop changed the weights...
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(trained[key], value, rtol=1e-5, atol=1e-7, msg=key)  # ...as the trainer did
+
+
+def test_rl_configs_name_grpo_counts_and_refuse_next_item_keys(walk, tmp_path):
+    run(_config(walk, "train.epochs=1"), tmp_path / "sft", progress=False)
+    with pytest.raises(ConfigError, match=r"train.batch_size is not used by GRPO \(set rl.prompts_per_step"):
+        rl_config(None, ["train.batch_size=4"], tmp_path / "sft")
+    with pytest.raises(ConfigError, match="train.loss is not used by GRPO"):
+        rl_config(None, ["train.loss.name=full"], tmp_path / "sft")
+    with pytest.raises(ConfigError, match="rl.prompts_per_step must be >= 1"):
+        rl_config(None, ["rl.prompts_per_step=0"], tmp_path / "sft")
+    # the SFT run's train section (its batch size, its epochs) does not leak into RL
+    config = rl_config(None, ["rl.prompts_per_step=5"], tmp_path / "sft")
+    assert config.train.epochs == 100 and config.rl.prompts_per_step == 5
+    assert config.model == RunDir.open(tmp_path / "sft").config().model

@@ -12,7 +12,7 @@ from genrec.errors import ConfigError, GenrecError
 from genrec.models import SequentialScorer
 from genrec.runner import build_model, dataset_for, evaluate_split, run, split_for
 from genrec.runs import RunDir
-from genrec.train import trainer as trainer_module
+from genrec.train.losses import SampledSoftmaxLoss
 from genrec.train.trainer import Trainer, TrainingError
 
 TINY = [
@@ -109,7 +109,7 @@ def test_bad_training_input(data_dir, tmp_path, monkeypatch):
     def broken_loss(self, users, positives, model):
         return users.sum() * float("nan")
 
-    monkeypatch.setattr(trainer_module.SampledSoftmaxLoss, "forward", broken_loss)
+    monkeypatch.setattr(SampledSoftmaxLoss, "forward", broken_loss)
     with pytest.raises(TrainingError, match="the loss became nan at epoch 1, step 1; try a lower train.lr"):
         run(tiny(data_dir, "train.epochs=1"), tmp_path / "nan", progress=False)
     assert not (tmp_path / "nan").exists()  # a run that failed before any checkpoint leaves nothing to block a retry
@@ -146,8 +146,7 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(data_dir, model):
             )
         dataset = dataset_for(config.data)
         trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, None, progress=False)
-        trainer.loader = [next(iter(trainer.loader))]  # one step on the same first batch
-        trainer.train_epoch(1)
+        trainer.train_epoch(1, batches=[next(trainer.objective.batches(1))])  # one step on the same first batch
         # the gradients of the step, not the weights after it: AdamW turns the float noise of a
         # gradient that is zero in exact arithmetic (SASRec's key bias) into a full-size update
         steps[micro] = {k: p.grad.clone() for k, p in trainer.model.named_parameters() if p.grad is not None}
@@ -195,3 +194,67 @@ def test_max_steps_stops_training_then_validates_and_tests(data_dir, tmp_path):
     assert [(r["epoch"], r["step"]) for r in records if r["split"] == "train"] == [(1, 3)]
     assert [r["epoch"] for r in records if r["split"] == "valid" and not r.get("final")] == [1]
     assert result.metrics["test"]["num_users"] == 943
+
+
+def test_batches_and_weights_are_on_the_trainer_device(data_dir, monkeypatch):
+    """No GPU here: record the device every batch is moved to and check it is the trainer's (a
+    missing `.to(device)` in any objective would leave batches where the data loader made them)."""
+    from genrec.data.batching import SequenceBatch
+
+    config = tiny(data_dir, "train.max_steps=2", "train.device=cpu")
+    dataset = dataset_for(config.data)
+    device = torch.device("cpu", 0)  # not the default torch.device("cpu"): a device the test can tell apart
+    trainer = Trainer(
+        build_model(dataset, config), split_for(dataset, config), config, None, device=device, progress=False
+    )
+    moved_to = []
+    real_to = SequenceBatch.to
+    monkeypatch.setattr(SequenceBatch, "to", lambda self, d: moved_to.append(d) or real_to(self, d))
+    trainer.train_epoch(1, batches=[next(trainer.objective.batches(1))])
+    assert moved_to == [device] and trainer.step_context.device == device
+    assert all(p.device.type == "cpu" for p in trainer.model.parameters())
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-exact comparisons: with several threads, CPU backward passes that scatter-add (embedding
+    and relative-bias gradients) sum in a varying order, so two identical runs differ by float noise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_validation_every_n_steps_resumes_exactly_from_the_middle_of_an_epoch(data_dir, tmp_path, one_thread):
+    # 943 users in batches of 64: 15 steps an epoch, validated every 4 steps and at the end
+    config = tiny(data_dir, "train.epochs=2", "train.batch_size=64", "train.eval_every_steps=4", "model.dropout=0.3")
+    whole = run(config, tmp_path / "whole", progress=False).metrics
+    records = [json.loads(r) for r in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "valid" and not r.get("final")] == [
+        4,
+        8,
+        12,
+        16,
+        20,
+        24,
+        28,
+        30,
+    ]
+    assert [r["step"] for r in records if r["split"] == "train"] == [15, 30]  # one training record per epoch
+
+    run_dir = RunDir.create(tmp_path / "parts", config)
+    dataset = dataset_for(config.data)
+    trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, run_dir, progress=False)
+    assert trainer.fit(stop_after_step=5) is None  # stops at the checkpoint of step 8, in epoch 1
+    saved = torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["state"]
+    assert (saved["step"], saved["epoch"], saved["epoch_step"]) == (8, 0, 8)
+    # resumed in this process (the CLI would choose its own thread count, and float sums depend on it)
+    trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, run_dir, progress=False)
+    trainer.resume(tmp_path / "parts" / "last.pt")
+    resumed = trainer.fit()
+    last = [torch.load(tmp_path / d / "last.pt", weights_only=True)["model"] for d in ("whole", "parts")]
+    for key, value in last[0].items():
+        assert torch.equal(value, last[1][key]), key
+    for which in ("valid", "test"):
+        resumed[which].pop("seconds"), whole[which].pop("seconds")
+        assert resumed[which] == whole[which]

@@ -24,37 +24,21 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
-import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from genrec.checkpoints import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    load_checkpoint,
-    load_state,
-    load_weights,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from genrec.config import RunConfig, config_differences, from_dict, to_dict
+from genrec.config import RLConfig, RunConfig, config_differences, from_dict, to_dict
 from genrec.data.batching import NextItemExamples, TrainSequences
 from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, GenrecError
-from genrec.eval.evaluator import EvalBatch, Scorer, evaluate
-from genrec.io import check_output_not_input
+from genrec.eval.evaluator import EvalBatch, Scorer
+from genrec.items.trie import LevelTables
 from genrec.models.sid_llm import SIDLLM
 from genrec.runs import RunDir
-from genrec.threads import adapt_threads
-from genrec.train.plots import plot_run
-from genrec.train.trackers import RunLog
-from genrec.train.trainer import build_schedule
+from genrec.train.objectives import Objective, StepContext, StepResult
 
 log = logging.getLogger("genrec.llm")
 
@@ -94,14 +78,6 @@ def group_advantages(rewards: torch.Tensor, valid: torch.Tensor, eps: float = 1e
 
 
 # ---- one step -----------------------------------------------------------------------------------------
-@dataclass
-class StepStats:
-    loss: float
-    reward: float  # mean reward of the valid candidates
-    hit_rate: float  # fraction of prompts whose target is among the candidates
-    kl: float
-
-
 def candidate_logprobs(model: SIDLLM, ids: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """ids/mask: [P, T] left-padded prompts; candidates: [P, G, L] SID token ids -> [P, G, L] log-probs."""
     P, G, L = candidates.shape
@@ -115,17 +91,17 @@ def candidate_logprobs(model: SIDLLM, ids: torch.Tensor, mask: torch.Tensor, can
     return model.answer_logprobs(full, full_mask, labels)[:, -L:].reshape(P, G, L)
 
 
-def grpo_step(
+def grpo_loss(
     model: SIDLLM,
     reference: SIDLLM,
-    optimizer: torch.optim.Optimizer,
     examples: NextItemExamples,
-    rl: Any,
-    tables: Any,
-    grad_clip: float | None = None,
+    rl: RLConfig,
+    tables: LevelTables,
     reward_scorer: Scorer | None = None,
-) -> StepStats:
-    """Generate, reward, and take one policy-gradient step on a batch of (history -> target) examples."""
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Generate candidates for a batch of (history -> target) examples, reward them, and return the
+    GRPO loss (a scalar with gradients) and the step's numbers: the mean reward of the valid
+    candidates, the hit rate (prompts whose target is among the candidates) and the KL to `reference`."""
     device = model.item_tokens.device
     ids, mask = model.history_prompts(examples.history, examples.lengths)
     model.eval()
@@ -138,7 +114,8 @@ def grpo_step(
     elif rl.reward == "ranking":
         rewards = ranking_rewards(hits)
     else:
-        assert reward_scorer is not None
+        if reward_scorer is None:
+            raise ValueError("rl.reward=collaborative needs a reward_scorer")
         candidates = tables.leaf_items[beams.leaves.clamp(min=0), 0]  # the first item of each SID
         batch = EvalBatch(
             examples.users,
@@ -150,7 +127,6 @@ def grpo_step(
         rewards = collaborative_rewards(candidates, reward_scorer(batch).to(device))
     advantages = group_advantages(rewards, valid)  # [P, G]
     model.train()
-    optimizer.zero_grad(set_to_none=True)
     logp = candidate_logprobs(model, ids, mask, beams.tokens)  # [P, G, L]
     with torch.no_grad():
         ref_logp = candidate_logprobs(reference, ids, mask, beams.tokens)
@@ -159,48 +135,13 @@ def grpo_step(
     per_token = -advantages[..., None] * (logp - logp.detach()).exp() + rl.beta * kl
     weight = valid[..., None].expand_as(per_token).float()
     loss = (per_token * weight).sum() / weight.sum().clamp(min=1)
-    loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-    optimizer.step()
-    return StepStats(
-        float(loss.detach()),
-        float((rewards * valid).sum() / valid.sum().clamp(min=1)),
-        float(hits.any(dim=1).float().mean()),
-        float((kl.detach() * weight).sum() / weight.sum().clamp(min=1)),
-    )
-
-
-# ---- the RL run ---------------------------------------------------------------------------------------
-def rl_config(config_path: str | Path | None, overrides: list[str], sft_run: Path) -> RunConfig:
-    """The SFT run's config, with the sections the RL file gives (any of name, seed, rl, train, eval)
-    and the overrides on top. The model section stays the SFT run's."""
-    import yaml
-
-    from genrec.config import apply_overrides, resolve_config_path
-
-    sft = RunDir.open(sft_run).config()
-    if sft.model.name != "sid-llm" or not (sft_run / "best.pt").is_file():
-        raise ConfigError(
-            f"--from {sft_run}: RL starts from a trained sid-llm run (`genrec llm sft`), but this run "
-            f"is model {sft.model.name!r}{'' if (sft_run / 'best.pt').is_file() else ' with no best.pt'}"
-        )
-    merged = to_dict(sft)
-    if config_path is not None:
-        given = yaml.safe_load(resolve_config_path(config_path).read_text()) or {}
-        extra = sorted(set(given) - {"name", "seed", "rl", "train", "eval"})
-        if extra:
-            raise ConfigError(
-                f"{config_path}: an RL config sets only name, seed, rl, train and eval (the data and "
-                f"model come from the SFT run), not {', '.join(extra)}"
-            )
-        merged.update(given)
-    merged.setdefault("rl", {})["sft_run"] = str(sft_run)
-    config = from_dict(RunConfig, apply_overrides(merged, overrides))
-    changed = config_differences(sft.model, config.model)
-    if changed:
-        raise ConfigError(f"RL keeps the SFT run's model; these model keys differ: {', '.join(changed)}")
-    return config
+    stats = {
+        "loss": float(loss.detach()),
+        "reward": float((rewards * valid).sum() / valid.sum().clamp(min=1)),
+        "hit_rate": float(hits.any(dim=1).float().mean()),
+        "kl": float((kl.detach() * weight).sum() / weight.sum().clamp(min=1)),
+    }
+    return loss, stats
 
 
 def training_examples(train: Sequences, model: SIDLLM) -> NextItemExamples:
@@ -211,183 +152,100 @@ def training_examples(train: Sequences, model: SIDLLM) -> NextItemExamples:
     return sequences.collate(sequences.users.tolist()).next_item_examples(model.max_len)
 
 
-def train_grpo(
-    config: RunConfig,
-    out: Path,
-    overwrite: bool = False,
-    progress: bool = True,
-    resume: bool = False,
-    stop_after_step: int | None = None,
-) -> dict[str, Any] | None:
-    """GRPO from the best checkpoint of the SFT run `config.rl.sft_run`; writes a run directory `genrec eval` reads.
+class GRPOObjective(Objective):
+    """GRPO as an objective of the shared trainer: each step samples `rl.prompts_per_step` training
+    examples (with replacement, from a generator seeded by the run's seed and saved in checkpoints)
+    and takes the policy-gradient step of `grpo_loss` against a frozen copy of the starting model.
 
-    Each evaluation (every `train.eval_every` steps) also writes `last.pt`: weights, optimizer, the
-    prompt sampler and the random state. `resume=True` continues the run in `out` from it and reaches
-    the same weights as a run that never stopped. stop_after_step: return None after the checkpoint
-    of that step (as if the run were interrupted there).
+    An epoch is as many steps as offer every training example once on average. The starting (SFT)
+    weights are validated first, so the best checkpoint is RL's only when RL improved on them.
     """
-    from genrec.runner import run_inputs
 
-    if resume and not config.rl.sft_run:
-        raise GenrecError(
-            f"cannot resume {out} as an RL run: its config has no rl.sft_run (resume an SFT run with "
-            f"genrec train --resume)"
-        )
-    if resume and not (out / LAST_CHECKPOINT).is_file():
-        raise GenrecError(f"cannot resume: no checkpoint at {out / LAST_CHECKPOINT}")
-    if not config.rl.sft_run:
-        raise ConfigError("rl.sft_run is not set: RL starts from an SFT run (genrec llm rl --from RUN_DIR)")
-    if not resume:
-        check_output_not_input(out, run_inputs(config))
-    with RunDir.writing(out, config, overwrite, resume) as run_dir:
-        log_metrics = RunLog(run_dir, config)  # metrics.jsonl and the trackers of train.log_to
-        try:
-            return _run_grpo(config, run_dir, log_metrics, Path(config.rl.sft_run), progress, resume, stop_after_step)
-        finally:
-            log_metrics.close()
+    train_keys = ("reward", "hit_rate", "kl")
+    log_every_step = True
+    validate_at_start = True
+    supports_ddp = False  # the beam search runs in one process
 
+    def __init__(
+        self, model: SIDLLM, train: Sequences, rl: RLConfig, seed: int, reward_scorer: Scorer | None = None
+    ) -> None:
+        if rl.reward == "collaborative" and reward_scorer is None:
+            raise ConfigError("rl.reward=collaborative needs the scorer of rl.collaborative_run")
+        self.model = model
+        self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.examples = training_examples(train, model)
+        self.rl = rl
+        self.tables = model.level_tables()
+        self.reward_scorer = reward_scorer
+        self.generator = torch.Generator().manual_seed(seed)
 
-def _run_grpo(
-    config: RunConfig,
-    run_dir: RunDir,
-    log_metrics: RunLog,
-    sft_run: Path,
-    progress: bool,
-    resume: bool,
-    stop_after_step: int | None,
-) -> dict[str, Any] | None:
-    """The body of `train_grpo`, in a run directory locked for it."""
-    from genrec.runner import build_model, dataset_of_run, record_dataset, scorer_for, split_for
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.examples.targets) / self.rl.prompts_per_step)
 
-    out = run_dir.path
-    dataset = dataset_of_run(RunDir.open(sft_run), config)  # RL reads the SFT run's data
-    record_dataset(run_dir, dataset)
-    split = split_for(dataset, config)
-    model = build_model(dataset, config, progress)
-    assert isinstance(model, SIDLLM)
-    load_weights(model, sft_run / BEST_CHECKPOINT)
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
-    reward_scorer = None
-    if config.rl.reward == "collaborative":
-        cf_run = Path(config.rl.collaborative_run or "")
-        reward_scorer = scorer_for(dataset, split, RunDir.open(cf_run).config(), cf_run)
-    t, e = config.train, config.eval
-    everything = training_examples(split.train, model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-    steps = t.max_steps or math.ceil(t.epochs * len(everything.targets) / t.batch_size)
-    # the trainer's settings, honoured here too: the lr schedule (warmup, cosine), bf16 autocast, patience
-    scheduler = build_schedule(optimizer, t, total_steps=steps)
-    device = model.item_tokens.device
-    use_amp = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
-    generator = torch.Generator().manual_seed(config.seed)
-    tables = model.level_tables()
-
-    def validate(which: str) -> dict[str, float]:
-        model.eval()
-        cases = split.cases(which).sample(e.max_cases)
-        started = time.perf_counter()
-        result = evaluate(
-            model.scorer(),
-            split.sequences,
-            cases,
-            model.num_items,
-            ks=e.ks,
-            batch_size=e.batch_size,
-            max_history=model.max_len,
-            mask_history=e.mask_history,
-            progress=progress,
-            desc=f"eval {which}",
-        )
-        return {**result, "seconds": time.perf_counter() - started}
-
-    if resume:
-        saved = load_checkpoint(out / LAST_CHECKPOINT)
-        load_state(model, saved["model"], out / LAST_CHECKPOINT)
-        load_state(optimizer, saved["optimizer"], out / LAST_CHECKPOINT, "optimizer state")
-        generator.set_state(saved["generator"])
-        set_rng_state(saved["rng"])
-        first, best, best_step = saved["step"] + 1, saved["best"], saved["best_step"]
-        stale = int(saved.get("stale", 0))
-        if "scheduler" in saved:
-            load_state(scheduler, saved["scheduler"], out / LAST_CHECKPOINT, "schedule")
-        else:  # a checkpoint from before GRPO had schedules: replay the schedule over its steps
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
-                for _ in range(saved["step"]):
-                    scheduler.step()
-        run_dir.drop_metrics_after(saved["step"])
-        run_dir.save_config(config)  # only now that the checkpoint fits: train.max_steps may have been extended
-        log.info("resumed %s after step %d", out, saved["step"])
-    else:
-        first, best, best_step, stale = 1, validate("valid")[t.metric], 0, 0
-        log_metrics({"split": "valid", "epoch": 0, "step": 0, t.metric: best})
-        save_checkpoint(run_dir.path / BEST_CHECKPOINT, {"model": model.state_dict(), "step": 0})
-    stopped_early = False
-    bar = tqdm(range(first, steps + 1), desc="grpo", unit="step", disable=not progress, initial=first - 1, total=steps)
-    for step in bar:
-        adapt_threads()
-        rows = torch.randint(len(everything.targets), (t.batch_size,), generator=generator)
-        batch = NextItemExamples(*(getattr(everything, f)[rows] for f in ("users", "history", "lengths", "targets")))
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            stats = grpo_step(model, reference, optimizer, batch, config.rl, tables, t.grad_clip, reward_scorer)
-        scheduler.step()
-        record = {
-            "split": "train",
-            "epoch": 0,
-            "step": step,
-            **stats.__dict__,
-            "lr": lr,
-            "seconds": time.perf_counter() - started,
-        }
-        log_metrics(record)
-        bar.set_postfix(reward=f"{stats.reward:.3f}", hit=f"{stats.hit_rate:.2f}", kl=f"{stats.kl:.4f}")
-        if step % t.eval_every == 0 or step == steps:
-            valid = validate("valid")
-            log_metrics({"split": "valid", "epoch": 0, "step": step, **valid})
-            log.info("step %d: reward %.3f, valid %s %.4f", step, stats.reward, t.metric, valid[t.metric])
-            if valid[t.metric] > best:
-                best, best_step, stale = valid[t.metric], step, 0
-                save_checkpoint(run_dir.path / BEST_CHECKPOINT, {"model": model.state_dict(), "step": step})
-            else:
-                stale += 1
-            save_checkpoint(
-                run_dir.path / LAST_CHECKPOINT,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "rng": rng_state(),
-                    "step": step,
-                    "best": best,
-                    "best_step": best_step,
-                    "stale": stale,
-                },
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[NextItemExamples]:
+        # the sampler's state is checkpointed, so a resumed epoch just draws its remaining steps
+        for _ in range(self.steps_per_epoch() - skip):
+            rows = torch.randint(len(self.examples.targets), (self.rl.prompts_per_step,), generator=self.generator)
+            yield NextItemExamples(
+                *(getattr(self.examples, f)[rows] for f in ("users", "history", "lengths", "targets"))
             )
-            plot_run(run_dir.path, t.metric, x="step", train_keys=("reward", "hit_rate", "kl"))
-            if stop_after_step is not None and step >= stop_after_step:
-                return None
-            if t.patience is not None and stale >= t.patience:
-                log.info("no improvement in %d validations: stopping after step %d", stale, step)
-                stopped_early = True
-                break
-    load_weights(model, run_dir.path / BEST_CHECKPOINT)
-    results = {"valid": validate("valid"), "test": validate("test")}
-    for which, metrics in results.items():
-        log_metrics({"split": which, "step": best_step, "final": True, **metrics})
-    summary = {
-        "model": "sid-llm",
-        "stage": "grpo",
-        "from": str(sft_run),
-        "dataset": str(dataset.path),
-        "protocol": split.protocol,
-        **results,
-        "best_step": best_step,
-        "steps": steps,
-        "stopped_early": stopped_early,
-    }
-    run_dir.write_metrics(summary)
-    return summary
+
+    def backward(self, batch: NextItemExamples, step: StepContext) -> StepResult:
+        with step.autocast():
+            loss, stats = grpo_loss(self.model, self.reference, batch, self.rl, self.tables, self.reward_scorer)
+        loss.backward()
+        return StepResult(loss.detach(), weight=1.0, rows=len(batch.targets), stats=stats)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+# ---- the RL run ---------------------------------------------------------------------------------------
+# train keys of next-item training that GRPO has no use for, and what to set instead
+NOT_FOR_RL = {
+    "batch_size": "rl.prompts_per_step (training histories per step)",
+    "micro_batch_size": "nothing: a GRPO step is one batch of prompts",
+    "windows": "nothing: GRPO samples from every training example",
+    "loss": "rl.reward and rl.beta",
+}
+
+
+def rl_config(config_path: str | Path | None, overrides: list[str], sft_run: Path) -> RunConfig:
+    """The SFT run's data, split, model and eval sections, with the sections the RL file gives (any of
+    name, seed, rl, train, eval) and the overrides on top. The model section stays the SFT run's; the
+    train section is the RL file's alone (SFT's batch size and epochs mean nothing to GRPO)."""
+    import yaml
+
+    from genrec.config import apply_overrides, resolve_config_path
+
+    sft = RunDir.open(sft_run).config()
+    if sft.model.name != "sid-llm" or not (sft_run / "best.pt").is_file():
+        raise ConfigError(
+            f"--from {sft_run}: RL starts from a trained sid-llm run (`genrec llm sft`), but this run "
+            f"is model {sft.model.name!r}{'' if (sft_run / 'best.pt').is_file() else ' with no best.pt'}"
+        )
+    merged = {**to_dict(sft), "train": {}, "rl": {}}
+    if config_path is not None:
+        given = yaml.safe_load(resolve_config_path(config_path).read_text()) or {}
+        extra = sorted(set(given) - {"name", "seed", "rl", "train", "eval"})
+        if extra:
+            raise ConfigError(
+                f"{config_path}: an RL config sets only name, seed, rl, train and eval (the data and "
+                f"model come from the SFT run), not {', '.join(extra)}"
+            )
+        merged.update(given)
+    merged = apply_overrides(merged, overrides)
+    if not isinstance(merged.get("rl"), dict) or not isinstance(merged.get("train"), dict):
+        raise ConfigError("an RL config's rl and train sections are mappings of keys")
+    merged["rl"]["sft_run"] = str(sft_run)
+    unused = [k for k in merged["train"] if k in NOT_FOR_RL]
+    if unused:
+        raise ConfigError("; ".join(f"train.{k} is not used by GRPO (set {NOT_FOR_RL[k]})" for k in unused))
+    config = from_dict(RunConfig, merged)
+    changed = config_differences(sft.model, config.model)
+    if changed:
+        raise ConfigError(f"RL keeps the SFT run's model; these model keys differ: {', '.join(changed)}")
+    return config

@@ -1,9 +1,13 @@
-"""One trainer for every sequential model: AdamW, schedules, AMP, evaluation, early stopping,
-checkpoints that resume exactly, and DistributedDataParallel under torchrun.
+"""One trainer for every objective: AdamW, schedules, AMP, gradient clipping, validation, early
+stopping, checkpoints that resume exactly, DistributedDataParallel under torchrun, and curves.
 
-Exact resume: the order of training sequences is a function of (seed, epoch) only, and the random
-state that drives dropout and negative sampling is saved with every checkpoint, so a run stopped
-after any epoch and resumed reaches the same weights as one that never stopped.
+What is optimised comes from an `Objective` (`genrec.train.objectives`): next-item retrieval losses,
+the token loss of generative models, GRPO. The trainer calls `objective.backward(batch)` and does
+the rest the same way for all of them.
+
+Exact resume: batches are a function of (seed, epoch) (or of a generator the objective saves), and
+the random state that drives dropout and negative sampling is saved with every checkpoint, so a run
+stopped after any checkpoint and resumed reaches the same weights as one that never stopped.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import nullcontext
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +24,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from genrec.checkpoints import (
@@ -33,22 +36,15 @@ from genrec.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from genrec.config import LossConfig, RunConfig, TrainConfig, to_dict
-from genrec.data.batching import SequenceBatch, TrainSequences
+from genrec.config import RunConfig, TrainConfig, to_dict
 from genrec.data.splits import Split
-from genrec.errors import CheckpointError, DataError, GenrecError
+from genrec.errors import CheckpointError, GenrecError
 from genrec.eval.evaluator import evaluate
-from genrec.models.base import GenerativeRecommender, Recommender, SequentialRecommender
+from genrec.models.base import Recommender
 from genrec.runs import RunDir
 from genrec.threads import adapt_threads
 from genrec.train.distributed import DistContext
-from genrec.train.losses import (
-    FullSoftmaxLoss,
-    InBatchNegatives,
-    SampledSoftmaxLoss,
-    SharedPoolInfoNCE,
-    UniformNegatives,
-)
+from genrec.train.objectives import Objective, StepContext, default_objective, total_steps
 from genrec.train.trackers import RunLog
 
 log = logging.getLogger("genrec.train")
@@ -67,33 +63,6 @@ def format_seconds(seconds: float) -> str:
 
 class TrainingError(GenrecError):
     """Training cannot go on (e.g. the loss became NaN)."""
-
-
-def micro_batch_size(config: TrainConfig, device: torch.device) -> int | None:
-    """Rows per forward/backward pass (None = the whole batch); see `TrainConfig.micro_batch_size`."""
-    if config.micro_batch_size:
-        return config.micro_batch_size
-    return 16 if device.type == "cpu" and not config.loss.uses_whole_batch else None
-
-
-def build_loss(config: LossConfig, model: SequentialRecommender, reduction: str = "mean") -> nn.Module:
-    """The loss `config` names, with the temperature defaulted from whether `model` normalises its vectors."""
-    temperature = config.temperature
-    if temperature is None:
-        temperature = 0.05 if model.normalised else 1.0
-    if config.name == "full":
-        return FullSoftmaxLoss(temperature, reduction=reduction)
-    if config.name == "infonce":
-        return SharedPoolInfoNCE(
-            model.num_items,
-            config.num_negatives,
-            temperature,
-            config.learn_temperature,
-            config.false_negative_threshold,
-            reduction=reduction,
-        )
-    sampler_cls = UniformNegatives if config.name == "sampled" else InBatchNegatives
-    return SampledSoftmaxLoss(sampler_cls(model.num_items, config.num_negatives), temperature, reduction=reduction)
 
 
 def build_schedule(
@@ -122,15 +91,21 @@ def resolve_device(name: str) -> torch.device:
 @dataclass
 class TrainState:
     epoch: int = 0  # epochs completed
-    step: int = 0
+    step: int = 0  # optimizer steps taken
+    epoch_step: int = 0  # steps taken in the epoch under way (a checkpoint between two validations)
     best_metric: float = -math.inf
     best_epoch: int = 0
+    best_step: int = 0
+    last_valid_step: int = -1  # the step of the latest validation
     evals_without_improvement: int = 0
     stopped_early: bool = False
 
 
 class Trainer:
-    """Trains `model` on `split.train` and selects it on `split.valid` (test is touched once, at the end)."""
+    """Trains `model` on `split.train` and selects it on `split.valid` (test is touched once, at the end).
+
+    objective: what is optimised; default: next-item training (`default_objective`).
+    """
 
     def __init__(
         self,
@@ -141,59 +116,50 @@ class Trainer:
         context: DistContext | None = None,
         device: torch.device | None = None,
         progress: bool = True,
+        objective: Objective | None = None,
     ) -> None:
         config.check_trainable()
         context = context or DistContext()
         self.config, self.split, self.run_dir, self.context = config, split, run_dir, context
-        self.train_config = config.train
-        self.device = device or resolve_device(config.train.device)
+        self.train_config = t = config.train
+        self.device = device or resolve_device(t.device)
         self.model = model.to(self.device)
+        if objective is None:
+            objective = default_objective(model, split.train, t, config.seed, context, self.device)
+        elif objective.model is not model:
+            raise ValueError("the objective trains another model than the one given to the trainer")
+        if context.enabled and not objective.supports_ddp:
+            raise GenrecError(f"{type(objective).__name__} runs in one process: start it without torchrun")
+        self.objective = objective
         self.module: nn.Module = DistributedDataParallel(model) if context.enabled else model
-        # summed here and divided by the global number of targets, so that N processes take the
-        # same step as one process with the whole batch (DDP averages gradients over processes)
-        # a generative model computes its own loss (cross-entropy of the next item's tokens)
-        self.generative = isinstance(model, GenerativeRecommender)
-        self.loss = (
-            nn.Module() if self.generative else build_loss(config.train.loss, model, reduction="sum").to(self.device)
-        )
         self.progress = progress and context.is_main
-        self.dataset = TrainSequences(split.train, model.train_len, config.train.windows)
-        if len(self.dataset) == 0:
-            raise DataError("no user has 2 or more training events: nothing to train on")
-        batch_size = config.train.batch_size
-        if batch_size % context.world_size:
-            raise GenrecError(
-                f"train.batch_size ({batch_size}) must be divisible by the number of processes ({context.world_size})"
-            )
-        self.sampler = DistributedSampler(
-            self.dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed
+        self.optimizer = torch.optim.AdamW(
+            objective.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay
         )
-        self.loader = DataLoader(
-            self.dataset,
-            batch_size=batch_size // context.world_size,
-            sampler=self.sampler,
-            collate_fn=self.dataset.collate_windows,
-        )
-        t = config.train
-        # the loss may have parameters too (a learned temperature); frozen weights are left out
-        params = [p for p in [*model.parameters(), *self.loss.parameters()] if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-        total_steps = min(t.epochs * len(self.loader), t.max_steps or math.inf)
-        self.scheduler = build_schedule(self.optimizer, t, total_steps=total_steps)
-        self.micro_batch_size = micro_batch_size(t, self.device)
+        self.scheduler = build_schedule(self.optimizer, t, total_steps=total_steps(objective, t))
         self.state = TrainState()
         self.best_valid: dict[str, float] | None = None  # metrics of the best checkpoint, when computed in this process
         use_amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_amp else None
+        self.step_context = StepContext(self.module, self.device, context, self._autocast)
         self._log = RunLog(run_dir, config, enabled=context.is_main)  # metrics.jsonl and the trackers
+        self._last_plot = -math.inf
+        self._interrupted = False
+        self._stop_after_step: int | None = None
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        return torch.autocast(
+            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+        )
 
     # ---- checkpoints -------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "loss": self.loss.state_dict(),
+            "loss": self.objective.extra.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "objective": self.objective.state_dict(),
             "state": asdict(self.state),
             "rng": rng_state(),
             "config": to_dict(self.config),
@@ -210,100 +176,103 @@ class Trainer:
         if not path.is_file():
             raise GenrecError(f"cannot resume: no checkpoint at {path}")
         payload = load_checkpoint(path, self.device)
+        if "generator" in payload and "state" not in payload:
+            raise CheckpointError(
+                f"{path}: written by GRPO before it ran on the shared trainer; it cannot be resumed (start the RL run again)"
+            )
         missing = [k for k in ("optimizer", "scheduler", "state", "rng") if k not in payload]
         if missing:
             raise CheckpointError(
                 f"{path}: cannot resume from it: no {', '.join(missing)} (is it a {LAST_CHECKPOINT}?)"
             )
         load_state(self.model, payload["model"], path)
-        load_state(self.loss, payload.get("loss", {}), path, "loss parameters")
+        load_state(self.objective.extra, payload.get("loss", {}), path, "loss parameters")
         load_state(self.optimizer, payload["optimizer"], path, "optimizer state")
         load_state(self.scheduler, payload["scheduler"], path, "schedule")
         try:
             self.state = TrainState(**payload["state"])
-        except TypeError:
+            self.objective.load_state_dict(payload.get("objective", {}))
+        except (TypeError, KeyError, RuntimeError):
             raise CheckpointError(f"{path}: its training progress is not in genrec's format") from None
         set_rng_state(payload["rng"])
         if self.run_dir is not None and self.context.is_main:
-            # a crash between an epoch's log line and its checkpoint would otherwise log that epoch twice
+            # a crash between a log line and its checkpoint would otherwise log that step twice
             self.run_dir.drop_metrics_after(self.state.step)
-        log.info("resumed from %s after epoch %d", path, self.state.epoch)
+        log.info("resumed from %s after step %d (epoch %d)", path, self.state.step, self.state.epoch)
 
     # ---- training ----------------------------------------------------------------------------
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int, batches: Iterable[Any] | None = None) -> dict[str, float]:
+        """Train on the batches of `epoch` (default: the objective's, after those a resumed run took);
+        validates in between when `train.eval_every_steps` says so. Returns the epoch's mean stats."""
+        t = self.train_config
         self.module.train()
-        self.sampler.set_epoch(epoch)
-        total, count, sequences = 0.0, 0, 0
+        skip = self.state.epoch_step
+        if batches is None:
+            batches = self.objective.batches(epoch, skip)
+        sums: dict[str, float] = {}
+        weight, rows = 0.0, 0
         started = time.perf_counter()
-        bar = tqdm(self.loader, desc=f"epoch {epoch}", unit="batch", disable=not self.progress, leave=False)
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch}",
+            unit="step",
+            total=max(0, self.objective.steps_per_epoch() - skip),
+            disable=not self.progress,
+            leave=False,
+        )
         for batch in bar:
-            if self.out_of_steps:
-                break
             adapt_threads()  # fewer threads while other processes use the cores (when genrec chose the count)
-            batch = batch.to(self.device)
-            # normalise by the global number of targets so that N processes (and any micro-batching)
-            # take the same step as one process with the whole batch
-            local_targets = (batch.targets != 0).sum()
-            scale = self.context.world_size / self.context.all_reduce_sum(local_targets.to(torch.float64))
+            step_started, lr = time.perf_counter(), self.optimizer.param_groups[0]["lr"]
             self.optimizer.zero_grad(set_to_none=True)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-            rows = batch.users.numel()
-            step = self.micro_batch_size or rows
-            if step < rows:  # the step is a sum over rows, so their order is free: group similar lengths
-                batch = batch.longest_first()
-            starts = range(0, rows, step)
-            for start in starts:
-                part = batch.rows(start, min(start + step, rows))
-                # DDP all-reduces gradients on the last micro-batch only
-                last = start == starts[-1]
-                with nullcontext() if last or not self.context.enabled else self.module.no_sync():
-                    part_loss = self._loss(part)
-                    (part_loss * scale).backward()
-                loss_sum += part_loss.detach()
-            loss = loss_sum * scale
-            self._all_reduce_loss_gradients()
-            if not torch.isfinite(loss):
+            result = self.objective.backward(batch, self.step_context)
+            if not torch.isfinite(result.loss):
                 raise TrainingError(
-                    f"the loss became {loss.item()} at epoch {epoch}, step {self.state.step + 1}; try a "
+                    f"the loss became {result.loss.item()} at epoch {epoch}, step {self.state.step + 1}; try a "
                     f"lower train.lr, a train.grad_clip, or train.amp=off"
                 )
-            if self.train_config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip)
+            if t.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.state.step += 1
-            total += loss_sum.item()
-            count += int(local_targets)
-            sequences += rows
-            bar.set_postfix(loss=f"{total / count:.4f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
+            self.state.epoch_step += 1
+            for key, value in result.stats.items():
+                sums[key] = sums.get(key, 0.0) + value * result.weight
+            weight += result.weight
+            rows += result.rows
+            if self.objective.log_every_step:
+                record = {"split": "train", "epoch": epoch, "step": self.state.step, **result.stats, "lr": lr}
+                self._log({**record, "seconds": time.perf_counter() - step_started})
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(
+                {k: f"{v / max(weight, 1e-12):.4f}" for k, v in sums.items()} | {"rows/s": f"{rows / elapsed:.0f}"}
+            )
+            if t.eval_every_steps is not None and self.state.step % t.eval_every_steps == 0:
+                message = self._validate(epoch)
+                if self.context.is_main:
+                    log.info("step %d: %s", self.state.step, message)
+                self.save(LAST_CHECKPOINT, self.checkpoint())
+                self._maybe_plot()
+                self.module.train()
+                if self._stop_after_step is not None and self.state.step >= self._stop_after_step:
+                    self._interrupted = True
+            # checked here, not before taking the next batch: a batch source with state (GRPO's prompt
+            # sampler) must not draw a batch that is never trained on before its state is saved
+            if self._interrupted or self.out_of_steps or self.state.stopped_early:
+                break
         seconds = time.perf_counter() - started
-        sums = self.context.all_reduce_sum(torch.tensor([total, count, sequences], dtype=torch.float64))
-        return {"loss": float(sums[0] / sums[1]), "seconds": seconds, "sequences_per_s": float(sums[2]) / seconds}
+        keys = sorted(sums)
+        reduced = self.context.all_reduce_sum(
+            torch.tensor([sums[k] for k in keys] + [weight, rows], dtype=torch.float64)
+        )
+        total_weight = max(float(reduced[-2]), 1e-12)
+        stats = {k: float(reduced[i]) / total_weight for i, k in enumerate(keys)}
+        return {**stats, "seconds": seconds, "sequences_per_s": float(reduced[-1]) / max(seconds, 1e-9)}
 
     @property
     def out_of_steps(self) -> bool:
         """True once `train.max_steps` optimizer steps have been taken."""
         return self.train_config.max_steps is not None and self.state.step >= self.train_config.max_steps
-
-    def _all_reduce_loss_gradients(self) -> None:
-        """DDP averages the model's gradients; the loss's own parameters (a learned temperature) are
-        outside it, so average theirs here."""
-        if not self.context.enabled:
-            return
-        for param in self.loss.parameters():
-            if param.grad is not None:
-                param.grad = self.context.all_reduce_sum(param.grad) / self.context.world_size
-
-    def _loss(self, batch: SequenceBatch) -> torch.Tensor:
-        """Summed loss over the batch's targets."""
-        with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
-        ):
-            if self.generative:
-                return self.module(batch)
-            hidden = self.module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps)  # [B, L, D]
-            has_target = batch.targets != 0  # [B, L]
-            return self.loss(hidden[has_target], batch.targets[has_target], self.model)
 
     @torch.no_grad()
     def evaluate(self, which: str) -> dict[str, float]:
@@ -334,60 +303,79 @@ class Trainer:
         result = {k: float(sums[i]) / max(total, 1.0) for i, k in enumerate(names)}
         return {**result, "num_users": int(total), "seconds": time.perf_counter() - started}
 
-    def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any] | None:
-        """Train until `train.epochs` or early stopping, then test the best checkpoint once.
+    def _validate(self, epoch: int) -> str:
+        """Validate, keep the best checkpoint, count towards patience; returns the log message's part."""
+        t, s = self.train_config, self.state
+        metric = t.metric
+        valid = self.evaluate("valid")
+        self._log({"split": "valid", "epoch": epoch, "step": s.step, **valid})
+        s.last_valid_step = s.step
+        message = f"valid {metric} {valid[metric]:.4f}"
+        if valid[metric] > s.best_metric:
+            s.best_metric, s.best_epoch, s.best_step = valid[metric], epoch, s.step
+            s.evals_without_improvement = 0
+            self.save(BEST_CHECKPOINT, {"model": self.model.state_dict(), "epoch": epoch, "step": s.step})
+            self.best_valid = valid
+            return message + " (best)"
+        where = f"step {s.best_step}" if self.counts_steps else f"epoch {s.best_epoch}"
+        message += f" (best {s.best_metric:.4f} at {where})"
+        s.evals_without_improvement += 1
+        if t.patience is not None and s.evals_without_improvement >= t.patience:
+            s.stopped_early = True
+            message += f" (no improvement in {t.patience} evaluations: stopping)"
+        return message
 
-        stop_after_epoch: return None after that epoch (as if the run were interrupted); the run
-        directory can then be resumed.
+    @property
+    def counts_steps(self) -> bool:
+        """True when validation and curves count optimizer steps rather than epochs."""
+        return self.train_config.eval_every_steps is not None or self.objective.log_every_step
+
+    def fit(self, stop_after_epoch: int | None = None, stop_after_step: int | None = None) -> dict[str, Any] | None:
+        """Train until `train.epochs`, `train.max_steps` or early stopping, then test the best checkpoint once.
+
+        stop_after_epoch / stop_after_step: return None after that epoch, or after the first
+        checkpoint at or past that step (as if the run were interrupted); the run directory can
+        then be resumed.
         """
+        self._stop_after_step = stop_after_step
         try:
             return self._fit(stop_after_epoch)
         finally:
             self._log.close()  # an interrupted or failed run ends its tracker runs too
 
     def _fit(self, stop_after_epoch: int | None) -> dict[str, Any] | None:
-        t = self.train_config
-        metric = t.metric
-        started, first_epoch, last_plot = time.perf_counter(), self.state.epoch, -math.inf
-        while self.state.epoch < t.epochs and not self.state.stopped_early and not self.out_of_steps:
-            epoch = self.state.epoch + 1
+        t, s = self.train_config, self.state
+        if self.objective.validate_at_start and s.step == 0 and s.last_valid_step < 0:
+            message = self._validate(epoch=0)
+            log.info("before training: %s", message)
+        started, first_epoch = time.perf_counter(), s.epoch
+        while s.epoch < t.epochs and not s.stopped_early and not self.out_of_steps:
+            epoch = s.epoch + 1
             stats = self.train_epoch(epoch)
-            self._log({"split": "train", "epoch": epoch, "step": self.state.step, **stats})
-            message = (
-                f"epoch {epoch}/{self.planned_epochs}: loss {stats['loss']:.4f} ({stats['sequences_per_s']:.0f} seq/s)"
-            )
+            if self._interrupted:
+                self._plot()
+                return None
+            if not self.objective.log_every_step:
+                self._log({"split": "train", "epoch": epoch, "step": s.step, **stats})
+            message = f"epoch {epoch}/{self.planned_epochs}: loss {stats.get('loss', math.nan):.4f} ({stats['sequences_per_s']:.0f} seq/s)"
             if self.out_of_steps:
                 message += f" (train.max_steps={t.max_steps} reached)"
-            if epoch % t.eval_every == 0 or epoch == t.epochs or self.out_of_steps:
-                valid = self.evaluate("valid")
-                self._log({"split": "valid", "epoch": epoch, "step": self.state.step, **valid})
-                message += f", valid {metric} {valid[metric]:.4f}"
-                if valid[metric] > self.state.best_metric:
-                    self.state.best_metric, self.state.best_epoch = valid[metric], epoch
-                    self.state.evals_without_improvement = 0
-                    self.save(BEST_CHECKPOINT, {"model": self.model.state_dict(), "epoch": epoch})
-                    self.best_valid = valid
-                    message += " (best)"
-                else:
-                    message += f" (best {self.state.best_metric:.4f} at epoch {self.state.best_epoch})"
-                    self.state.evals_without_improvement += 1
-                    if t.patience is not None and self.state.evals_without_improvement >= t.patience:
-                        self.state.stopped_early = True
-                        message += f" (no improvement in {t.patience} evaluations: stopping)"
-            self.state.epoch = epoch
+            final = epoch == t.epochs or self.out_of_steps
+            by_epoch = t.eval_every_steps is None and epoch % t.eval_every == 0
+            if not s.stopped_early and (by_epoch or final) and s.last_valid_step != s.step:
+                message += ", " + self._validate(epoch)
+            s.epoch, s.epoch_step = epoch, 0
             self.save(LAST_CHECKPOINT, self.checkpoint())
             if self.context.is_main:
                 elapsed = time.perf_counter() - started
-                remaining = (self.planned_epochs - epoch) * elapsed / (epoch - first_epoch)
+                remaining = (self.planned_epochs - epoch) * elapsed / max(epoch - first_epoch, 1)
                 more = (
                     ""
-                    if self.state.stopped_early or self.out_of_steps or remaining == 0
+                    if s.stopped_early or self.out_of_steps or remaining == 0
                     else f", at most {format_seconds(remaining)} to go"
                 )
                 log.info("%s [%s%s]", message, format_seconds(elapsed), more)
-                if self.run_dir is not None and time.perf_counter() - last_plot >= PLOT_EVERY_SECONDS:
-                    self._plot()
-                    last_plot = time.perf_counter()
+                self._maybe_plot()
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 self._plot()
                 return None
@@ -400,13 +388,21 @@ class Trainer:
         t = self.train_config
         if t.max_steps is None:
             return t.epochs
-        return min(t.epochs, self.state.epoch + math.ceil((t.max_steps - self.state.step) / max(1, len(self.loader))))
+        per_epoch = max(1, self.objective.steps_per_epoch())
+        left = t.max_steps - self.state.step + self.state.epoch_step  # counted from the start of the epoch under way
+        return min(t.epochs, self.state.epoch + math.ceil(max(left, 0) / per_epoch))
+
+    def _maybe_plot(self) -> None:
+        if time.perf_counter() - self._last_plot >= PLOT_EVERY_SECONDS:
+            self._plot()
+            self._last_plot = time.perf_counter()
 
     def _plot(self) -> None:
         if self.run_dir is not None and self.context.is_main:
             from genrec.train.plots import plot_run
 
-            plot_run(self.run_dir.path)
+            x = "step" if self.counts_steps else "epoch"
+            plot_run(self.run_dir.path, self.train_config.metric, x=x, train_keys=self.objective.train_keys)
 
     def finish(self) -> dict[str, Any]:
         """Load the best checkpoint (if any) and compute validation and test metrics once."""
@@ -418,11 +414,14 @@ class Trainer:
             # evaluation is deterministic, and a generative model's beam search makes it costly)
             known_valid = self.best_valid
         results = {"valid": known_valid or self.evaluate("valid"), "test": self.evaluate("test")}
+        s = self.state
         for which, metrics in results.items():
-            self._log({"split": which, "epoch": self.state.best_epoch, "final": True, **metrics})
+            self._log({"split": which, "epoch": s.best_epoch, "step": s.best_step, "final": True, **metrics})
         return {
             **results,
-            "best_epoch": self.state.best_epoch,
-            "epochs": self.state.epoch,
-            "stopped_early": self.state.stopped_early,
+            "best_epoch": s.best_epoch,
+            "best_step": s.best_step,
+            "epochs": s.epoch,
+            "steps": s.step,
+            "stopped_early": s.stopped_early,
         }
