@@ -7,7 +7,7 @@ user's history (never the target), ranks the target pessimistically and averages
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +73,70 @@ def auto_batch_size(num_items: int, budget: int = 1 << 24) -> int:
     return int(min(1024, max(1, budget // (num_items + 1))))
 
 
+@dataclass(frozen=True)
+class CaseBatch:
+    """One batch of evaluation cases: what the scorer sees, and what the ranking rule needs.
+
+    batch:          the scorer's input (`EvalBatch`, on the evaluation device)
+    targets:        [B] int64 target items (on the evaluation device)
+    history_rows, history_items: [X] int64 pairs (row, item) of the whole history of each case, the
+                    items masked from the ranking (empty when the history is not masked)
+    """
+
+    batch: EvalBatch
+    targets: torch.Tensor
+    history_rows: torch.Tensor
+    history_items: torch.Tensor
+
+
+def case_batches(
+    sequences: Sequences,
+    cases: EvalCases,
+    num_items: int,
+    batch_size: int | None = None,
+    max_history: int | None = None,
+    mask_history: bool = True,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "eval",
+) -> Iterator[CaseBatch]:
+    """The cases in batches of `batch_size` (default: a 64 MiB score matrix), for `evaluate` and
+    the two-stage evaluator alike; see `evaluate` for the arguments."""
+    device = torch.device(device)
+    batch_size = batch_size or auto_batch_size(num_items)
+    starts = range(0, len(cases), batch_size)
+    for begin in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
+        end = min(begin + batch_size, len(cases))
+        h_start, h_end = cases.history_start[begin:end], cases.history_end[begin:end]
+        shown_start = h_start if max_history is None else np.maximum(h_start, h_end - max_history)
+        items, times, lengths = padded_histories(sequences, shown_start, h_end)
+        batch = EvalBatch(
+            users=torch.from_numpy(cases.users[begin:end]).to(device),
+            history=torch.from_numpy(items).to(device),
+            history_timestamps=torch.from_numpy(times).to(device),
+            lengths=torch.from_numpy(lengths).to(device),
+            target_timestamps=torch.from_numpy(cases.target_timestamps[begin:end]).to(device),
+        )
+        if mask_history:
+            lengths_full = h_end - h_start
+            history_items = torch.from_numpy(sequences.items[flat_ranges(h_start, lengths_full)])
+            history_rows = torch.from_numpy(np.repeat(np.arange(end - begin), lengths_full))
+        else:
+            history_items = history_rows = torch.zeros(0, dtype=torch.long)
+        targets = torch.from_numpy(cases.targets[begin:end]).to(device)
+        yield CaseBatch(batch, targets, history_rows, history_items)
+
+
+def checked_scores(scores: torch.Tensor, rows: int, num_items: int) -> torch.Tensor:
+    """A scorer's [rows, N+1] output as float32, after checking its shape and that nothing is NaN."""
+    if tuple(scores.shape) != (rows, num_items + 1):
+        raise GenrecError(f"scorer returned scores of shape {tuple(scores.shape)}, expected ({rows}, {num_items + 1})")
+    scores = scores.float()
+    if has_nan(scores):
+        raise GenrecError("scorer returned NaN scores; a NaN cannot be ranked (check the model for divergence)")
+    return scores
+
+
 @torch.no_grad()
 def evaluate(
     scorer: Scorer,
@@ -95,37 +159,11 @@ def evaluate(
     mask_history: exclude every item of the user's history from the ranking (not the target).
     Returns {"hr@K": ..., "ndcg@K": ..., "mrr": ..., "num_users": C}.
     """
-    device = torch.device(device)
-    batch_size = batch_size or auto_batch_size(num_items)
     metrics = RankMetrics(ks)
-    starts = range(0, len(cases), batch_size)
-    for begin in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
-        end = min(begin + batch_size, len(cases))
-        h_start, h_end = cases.history_start[begin:end], cases.history_end[begin:end]
-        shown_start = h_start if max_history is None else np.maximum(h_start, h_end - max_history)
-        items, times, lengths = padded_histories(sequences, shown_start, h_end)
-        batch = EvalBatch(
-            users=torch.from_numpy(cases.users[begin:end]).to(device),
-            history=torch.from_numpy(items).to(device),
-            history_timestamps=torch.from_numpy(times).to(device),
-            lengths=torch.from_numpy(lengths).to(device),
-            target_timestamps=torch.from_numpy(cases.target_timestamps[begin:end]).to(device),
-        )
-        scores = scorer(batch)
-        rows = end - begin
-        if tuple(scores.shape) != (rows, num_items + 1):
-            raise GenrecError(
-                f"scorer returned scores of shape {tuple(scores.shape)}, expected ({rows}, {num_items + 1})"
-            )
-        scores = scores.float()
-        if has_nan(scores):
-            raise GenrecError("scorer returned NaN scores; a NaN cannot be ranked (check the model for divergence)")
-        if mask_history:
-            lengths_full = h_end - h_start
-            history_items = torch.from_numpy(sequences.items[flat_ranges(h_start, lengths_full)])
-            history_rows = torch.from_numpy(np.repeat(np.arange(rows), lengths_full))
-        else:
-            history_items = history_rows = torch.zeros(0, dtype=torch.long)
-        targets = torch.from_numpy(cases.targets[begin:end]).to(scores.device)
-        metrics.update(pessimistic_ranks(scores, targets, history_rows, history_items))
+    for part in case_batches(
+        sequences, cases, num_items, batch_size, max_history, mask_history, device, progress, desc
+    ):
+        scores = checked_scores(scorer(part.batch), len(part.targets), num_items)
+        targets = part.targets.to(scores.device)
+        metrics.update(pessimistic_ranks(scores, targets, part.history_rows, part.history_items))
     return metrics.compute()
