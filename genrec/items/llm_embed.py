@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,12 +28,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genrec.errors import ConfigError, GenrecError
-from genrec.items.text import texts_sha256
+from genrec.items.text import Pooling, texts_sha256
 from genrec.optional import require
 
 log = logging.getLogger("genrec.items")
 
-Pooling = Literal["last", "mean", "item-token"]
 CACHE_FORMAT = 2  # bump when tokenization or pooling code changes what a cache entry holds
 
 

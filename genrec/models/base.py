@@ -10,7 +10,6 @@ Both give the evaluator a `scorer()`, so every model is measured the same way.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,22 +19,11 @@ from genrec.errors import DataError
 from genrec.eval.evaluator import EvalBatch, Scorer
 from genrec.items.beam_search import Beams, beams_to_scores
 from genrec.items.trie import LevelTables, SIDTrie
+from genrec.models.base_config import ModelConfig
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
     from genrec.data.dataset import Dataset
-
-
-@dataclass
-class ModelConfig:
-    """Base of every model's config; `name` picks the model (see `genrec.models.MODEL_CONFIGS`)."""
-
-    name: str = "popularity"
-
-    @property
-    def uses_time(self) -> bool:
-        """Whether the model reads event times (a time bias), so the data needs real timestamps."""
-        return False
 
 
 class SequentialRecommender(nn.Module, ABC):

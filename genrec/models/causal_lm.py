@@ -10,30 +10,14 @@ the item embedding is an ID table of the LLM's width; inside HLLM it is the item
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.errors import ConfigError
 from genrec.items.llm_embed import load_text_model, resolve_model_path
-from genrec.models.base import ModelConfig, SequentialRecommender
-from genrec.models.llm_tuning import LLMTuning, prepare_for_training
-
-
-@dataclass
-class CausalLMConfig(ModelConfig, LLMTuning):
-    name: str = "llm"
-    path: str = ""  # a local Hugging Face model directory, or python:PACKAGE
-    gguf_file: str | None = None
-    max_len: int = 50
-    train: Literal["frozen", "lora", "full"] = "full"  # HLLM fine-tunes its user LLM fully
-
-    def __post_init__(self) -> None:
-        if self.max_len < 1:
-            raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
+from genrec.models.base import SequentialRecommender
+from genrec.models.causal_lm_config import CausalLMConfig
+from genrec.models.llm_tuning import prepare_for_training
 
 
 class CausalLMRecommender(SequentialRecommender):

@@ -19,7 +19,6 @@ hidden states have a few dimensions of huge magnitude that would otherwise swamp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,10 +26,8 @@ from torch import nn
 
 from genrec.data.dataset import Dataset
 from genrec.data.raw import cache_dir
-from genrec.errors import ConfigError
 from genrec.items.llm_embed import (
     ItemEncoder,
-    Pooling,
     TokenizedTexts,
     cached_item_embeddings,
     context_length,
@@ -39,68 +36,14 @@ from genrec.items.llm_embed import (
     resolve_model_path,
     tokenize_texts,
 )
-from genrec.items.text import HLLM_PROMPT, TextTemplate, render_item_texts
-from genrec.models.base import ModelConfig, SequentialRecommender
+from genrec.items.text import render_item_texts
+from genrec.models.base import SequentialRecommender
 from genrec.models.causal_lm import CausalLMRecommender
-from genrec.models.hstu import HSTU, HSTUConfig
-from genrec.models.llm_tuning import LLMTuning, prepare_for_training
-from genrec.models.sasrec import SASRec
+from genrec.models.hllm_config import HLLMConfig
+from genrec.models.llm_tuning import prepare_for_training
+from genrec.models.registry import model_class
 
 log = logging.getLogger("genrec.models")
-
-# the user model reads item vectors through its `item_embedding`, which HLLM replaces with a text tower
-USER_MODELS: dict[str, type[SequentialRecommender]] = {"hstu": HSTU, "sasrec": SASRec, "llm": CausalLMRecommender}
-
-
-@dataclass
-class ItemLLMConfig(LLMTuning):
-    """The item LLM: which model, how item text is written and pooled, and how (if at all) it trains."""
-
-    path: str = ""  # a local Hugging Face model directory, or python:PACKAGE for a pip-installed model
-    gguf_file: str | None = None  # a GGUF file in that directory (found automatically when it is the only one)
-    pooling: Pooling = "last"  # last | mean | item-token
-    item_tokens: int = 1  # learnable tokens appended after the text (pooling=item-token)
-    max_tokens: int = 256  # token limit per item text (the model's context, if smaller, wins)
-    prompt: str = HLLM_PROMPT
-    fields: list[str] = field(default_factory=list)  # item fields in the text; empty = all of the dataset's
-    separator: str = ""  # between `field: value` pairs (HLLM writes none)
-    batch_size: int = 32  # items per forward pass when embedding the catalogue
-    # train (frozen: embed once and cache | lora | full: end to end), lora_rank, lora_alpha,
-    # lora_dropout, lora_targets, gradient_checkpointing: see `LLMTuning`
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1 or self.batch_size < 1 or self.item_tokens < 1:
-            raise ConfigError("model.item_llm.max_tokens, batch_size and item_tokens must be >= 1")
-        if self.pooling not in ("last", "mean", "item-token"):
-            raise ConfigError(
-                f"model.item_llm.pooling: expected one of 'last' | 'mean' | 'item-token', got {self.pooling!r}"
-            )
-
-    def template(self) -> TextTemplate:
-        return TextTemplate(prompt=self.prompt, fields=list(self.fields), separator=self.separator)
-
-
-@dataclass
-class HLLMConfig(ModelConfig):
-    name: str = "hllm"
-    item_llm: ItemLLMConfig = field(default_factory=ItemLLMConfig)
-    # the user model over item embeddings: an hstu, sasrec or llm (a causal LM, HLLM's user LLM)
-    # model config; its max_len is HLLM's history length
-    user: ModelConfig = field(default_factory=lambda: HSTUConfig(max_len=50, dim=64, attention_dim=64, value_dim=64))
-
-    def __post_init__(self) -> None:
-        if self.user.name not in USER_MODELS:
-            raise ConfigError(
-                f"model.user.name: HLLM's user model must be one of {', '.join(USER_MODELS)}, got {self.user.name!r}"
-            )
-
-    @property
-    def end_to_end(self) -> bool:
-        return self.item_llm.train != "frozen"
-
-    @property
-    def uses_time(self) -> bool:
-        return self.user.uses_time
 
 
 class Standardise(nn.Module):
@@ -250,7 +193,9 @@ class HLLM(SequentialRecommender):
                 ", ".join(texts.fields),
             )
         location = resolve_model_path(c.path, c.gguf_file)
-        user_model = USER_MODELS[config.user.name](dataset.num_items, config.user).to(device)
+        # one of hllm_config.USER_MODELS, all sequential: they read items through `item_embedding` only,
+        # which `__init__` replaces with the text tower
+        user_model = model_class(config.user.name)(dataset.num_items, config.user).to(device)  # type: ignore[call-arg]
         dim = user_model.dim if isinstance(user_model, CausalLMRecommender) else config.user.dim  # type: ignore[attr-defined]
         if not config.end_to_end:
             table, _ = cached_item_embeddings(
@@ -274,4 +219,4 @@ class HLLM(SequentialRecommender):
         return cls(config, user_model, tower)
 
 
-__all__ = ["HLLM", "FrozenTextTower", "HLLMConfig", "ItemLLMConfig", "LLMTextTower"]
+__all__ = ["HLLM", "FrozenTextTower", "LLMTextTower"]

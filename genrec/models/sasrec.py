@@ -9,37 +9,14 @@ shared item embedding (optionally both sides L2-normalised, as in generative-rec
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.errors import ConfigError
-from genrec.models.base import ModelConfig, SequentialRecommender
+from genrec.models.base import SequentialRecommender
 from genrec.models.layers import CausalSelfAttention, PointWiseFeedForward, padding_mask
-
-
-@dataclass
-class SASRecConfig(ModelConfig):
-    name: str = "sasrec"
-    max_len: int = 200  # longest history the model reads (older items are dropped)
-    dim: int = 50  # item embedding and hidden size
-    num_blocks: int = 2
-    num_heads: int = 1
-    ffn_dim: int | None = None  # default: dim
-    dropout: float = 0.2
-    l2_norm: bool = False  # L2-normalise user and item vectors (use with a temperature in the loss)
-
-    def __post_init__(self) -> None:
-        if self.max_len < 1:
-            raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
-        if self.dim < 1 or self.num_blocks < 0 or self.num_heads < 1 or self.dim % self.num_heads:
-            raise ConfigError(
-                f"model.dim ({self.dim}) must be a positive multiple of model.num_heads ({self.num_heads})"
-            )
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+from genrec.models.sasrec_config import SASRecConfig
 
 
 class SASRecBlock(nn.Module):
