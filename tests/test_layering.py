@@ -34,7 +34,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "genrec.items": ("genrec.eval", "genrec.models", "genrec.llm", "genrec.train", "genrec.serve", "genrec.runner"),
     "genrec.eval": ("genrec.items", "genrec.models", "genrec.llm", "genrec.train", "genrec.serve", "genrec.runner"),
-    "genrec.models": ("genrec.train", "genrec.serve", "genrec.config", "genrec.runner", "genrec.cli"),
+    "genrec.models": ("genrec.llm", "genrec.train", "genrec.serve", "genrec.config", "genrec.runner", "genrec.cli"),
     "genrec.llm": ("genrec.serve", "genrec.cli"),
     "genrec.train": ("genrec.serve", "genrec.runner", "genrec.cli"),
     "genrec.serve": ("genrec.train", "genrec.cli"),

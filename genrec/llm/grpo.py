@@ -49,7 +49,7 @@ from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, GenrecError
 from genrec.eval.evaluator import EvalBatch, Scorer, evaluate
 from genrec.io import check_output_not_input
-from genrec.models.sid_llm import SIDLLM
+from genrec.llm.sid_llm import SIDLLM
 from genrec.runs import RunDir
 from genrec.threads import adapt_threads
 from genrec.train.plots import plot_run

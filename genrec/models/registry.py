@@ -33,7 +33,7 @@ MODELS: dict[str, str] = {
     "llm": "genrec.models.causal_lm:CausalLMRecommender",
     "hllm": "genrec.models.hllm:HLLM",
     "tiger": "genrec.models.tiger:TIGER",
-    "sid-llm": "genrec.models.sid_llm:SIDLLM",
+    "sid-llm": "genrec.llm.sid_llm:SIDLLM",
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODEL_CONFIGS)
 

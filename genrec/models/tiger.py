@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from genrec.items.beam_search import Beams, constrained_beam_search
-from genrec.items.semantic_ids import SemanticIds, read_index_json
+from genrec.items.semantic_ids import SemanticIds, semantic_ids_for
 from genrec.items.trie import LevelTables
 from genrec.models.base import GenerativeRecommender
 from genrec.models.base_config import ModelConfig
@@ -63,13 +62,6 @@ class SIDVocabulary:
     def user_token(self, users: torch.Tensor) -> torch.Tensor:
         """[B] user indices -> [B] token ids (TIGER hashes user ids into a fixed number of tokens)."""
         return 2 + users % self.user_tokens
-
-
-def semantic_ids_for(dataset: Dataset, sid_file: str | None) -> SemanticIds:
-    """The SIDs a config names: `sid_file`, else those the dataset ships."""
-    if sid_file is None:
-        return SemanticIds.from_dataset(dataset)
-    return read_index_json(Path(sid_file).expanduser(), [str(k) for k in dataset.item_raw_ids()])
 
 
 class TIGER(GenerativeRecommender):

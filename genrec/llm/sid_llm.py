@@ -21,6 +21,7 @@ from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer
 from genrec.items.beam_search import Beams, constrained_beam_search
 from genrec.items.llm_embed import context_length, load_text_model, resolve_model_path
+from genrec.items.semantic_ids import semantic_ids_for
 from genrec.items.trie import LevelTables
 from genrec.llm.prompts import PromptBuilder, left_padded
 from genrec.llm.sid_llm_config import SIDLLMConfig
@@ -28,13 +29,12 @@ from genrec.llm.sid_tokens import add_sid_tokens
 from genrec.models.base import GenerativeRecommender
 from genrec.models.base_config import ModelConfig
 from genrec.models.llm_tuning import prepare_for_training
-from genrec.models.tiger import semantic_ids_for
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
     from genrec.data.dataset import Dataset
 
-log = logging.getLogger("genrec.models")
+log = logging.getLogger("genrec.llm")
 
 
 class SIDLLM(GenerativeRecommender):
