@@ -38,6 +38,8 @@ log = logging.getLogger("genrec.llm")
 
 
 class SIDLLM(GenerativeRecommender):
+    config: SIDLLMConfig
+
     def __init__(self, dataset: Dataset, config: SIDLLMConfig) -> None:
         super().__init__()
         self.config = config

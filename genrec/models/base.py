@@ -19,7 +19,7 @@ from genrec.errors import DataError
 from genrec.eval.evaluator import EvalBatch, Scorer
 from genrec.items.beam_search import Beams, beams_to_scores
 from genrec.items.trie import LevelTables, SIDTrie
-from genrec.models.base_config import ModelConfig
+from genrec.models.base_config import GenerativeConfig, ModelConfig
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
@@ -110,14 +110,15 @@ class SequentialRecommender(nn.Module, ABC):
 class GenerativeRecommender(nn.Module, ABC):
     """Base class of models that generate the next item instead of scoring item vectors.
 
-    Their configs have `num_beams` (the length of the ranking) and `eval_users_per_pass`.
+    Their configs are `GenerativeConfig`s: `num_beams` (the length of the ranking) and
+    `eval_users_per_pass` (users per beam search of the scorer).
     """
 
     num_items: int
     max_len: int  # history items the model reads
     train_len: int  # events per user sequence in a training batch (each target is one example)
     item_tokens: torch.Tensor  # [N+1, L] the token ids of each item's semantic ID (row 0 = padding)
-    config: Any
+    config: GenerativeConfig
 
     @abstractmethod
     def forward(self, batch: SequenceBatch) -> torch.Tensor:

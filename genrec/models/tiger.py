@@ -65,6 +65,8 @@ class SIDVocabulary:
 
 
 class TIGER(GenerativeRecommender):
+    config: TIGERConfig
+
     def __init__(self, sids: SemanticIds, config: TIGERConfig) -> None:
         super().__init__()
         transformers = require("transformers")
