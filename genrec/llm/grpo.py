@@ -43,12 +43,13 @@ from genrec.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from genrec.config import RunConfig, config_differences, from_dict, to_dict
+from genrec.config import RLConfig, RunConfig, config_differences, from_dict, to_dict
 from genrec.data.batching import NextItemExamples, TrainSequences
 from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, GenrecError
 from genrec.eval.evaluator import EvalBatch, Scorer, evaluate
 from genrec.io import check_output_not_input
+from genrec.items.trie import LevelTables
 from genrec.llm.sid_llm import SIDLLM
 from genrec.runs import RunDir
 from genrec.threads import adapt_threads
@@ -120,8 +121,8 @@ def grpo_step(
     reference: SIDLLM,
     optimizer: torch.optim.Optimizer,
     examples: NextItemExamples,
-    rl: Any,
-    tables: Any,
+    rl: RLConfig,
+    tables: LevelTables,
     grad_clip: float | None = None,
     reward_scorer: Scorer | None = None,
 ) -> StepStats:
