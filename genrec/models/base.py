@@ -2,6 +2,7 @@
 
 A sequential model maps a batch of histories to one user vector per position (`encode`) and maps
 item indices to item vectors (`item_vectors`); the score of item j for a user vector u is u . v_j.
+It sees items only through its `item_encoder` (`genrec.models.item_encoder`), on both sides.
 A generative model (TIGER, the SID LLM) instead generates the next item's tokens: it computes its
 own training loss from a batch and ranks items by generation (a beam search).
 Both give the evaluator a `scorer()`, so every model is measured the same way.
@@ -20,6 +21,7 @@ from genrec.eval.evaluator import EvalBatch, Scorer
 from genrec.items.beam_search import Beams, beams_to_scores
 from genrec.items.trie import LevelTables, SIDTrie
 from genrec.models.base_config import GenerativeConfig, ModelConfig
+from genrec.models.item_encoder import ItemEncoder
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
@@ -32,6 +34,7 @@ class SequentialRecommender(nn.Module, ABC):
     num_items: int
     max_len: int
     normalised: bool = False  # True when user and item vectors are L2-normalised (scores are cosines)
+    item_encoder: ItemEncoder  # ids [...] -> [..., D]: the inputs it reads and the items it scores
 
     @abstractmethod
     def encode(
@@ -58,6 +61,13 @@ class SequentialRecommender(nn.Module, ABC):
     ) -> torch.Tensor:
         """Same as `encode` (so DistributedDataParallel can wrap the model)."""
         return self.encode(items, timestamps, lengths, query_timestamps)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints written before the item encoder had its name call it `item_embedding`
+        old = prefix + "item_embedding."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[prefix + "item_encoder." + key[len(old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def for_dataset(
