@@ -18,7 +18,7 @@ import torch
 
 from genrec.config import DataConfig
 from genrec.items.llm_embed import (
-    ItemEncoder,
+    TextEncoder,
     context_length,
     embed_catalogue,
     load_text_model,
@@ -42,7 +42,7 @@ def main() -> None:
     dataset = dataset_for(DataConfig(source=args.source))
     texts = render_item_texts(dataset, TextTemplate()).texts[: args.items + 1]
     model, tokenizer = load_text_model(resolve_model_path(args.model))
-    encoder = ItemEncoder(model, args.pooling)
+    encoder = TextEncoder(model, args.pooling)
     tokens = tokenize_texts(texts, tokenizer, args.max_tokens, context=context_length(model))
     real_tokens = int(tokens.lengths[1:].sum())
     embed_catalogue(encoder, tokens, tokenizer.pad_token_id, args.batch_size, progress=False)  # warm-up

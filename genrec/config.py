@@ -17,7 +17,10 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 
 from genrec.errors import ConfigError
-from genrec.models import MODEL_CONFIGS, ModelConfig, PopularityConfig
+from genrec.models.base_config import GenerativeConfig, ModelConfig
+from genrec.models.hllm_config import HLLMConfig
+from genrec.models.popularity_config import PopularityConfig
+from genrec.models.registry import MODEL_NAMES, model_config_class
 
 T = TypeVar("T")
 
@@ -223,7 +226,7 @@ class RunConfig:
                 f"name: {self.name!r} is not a plain run name (no path separators, '.', '..' or '~'); "
                 f"it names the run folder under runs/, and --out chooses another folder"
             )
-        beams = getattr(self.model, "num_beams", None)
+        beams = self.model.num_beams if isinstance(self.model, GenerativeConfig) else None
         if beams is not None and max(self.eval.ks) > beams:
             raise ConfigError(
                 f"eval.ks goes up to {max(self.eval.ks)} but model.num_beams is {beams}: a generated "
@@ -238,9 +241,10 @@ class RunConfig:
                 f"train.metric: {self.train.metric!r} is not computed; with eval.ks={self.eval.ks} "
                 f"the metrics are {', '.join(names)}"
             )
-        if getattr(self.model, "end_to_end", False) and self.train.loss.name != "infonce":
+        if self.model.end_to_end and self.train.loss.name != "infonce":
+            assert isinstance(self.model, HLLMConfig)  # the one model whose item encoder trains end to end
             raise ConfigError(
-                f"model.item_llm.train={self.model.item_llm.train} runs the item LLM on each batch's items "  # type: ignore[attr-defined]
+                f"model.item_llm.train={self.model.item_llm.train} runs the item LLM on each batch's items "
                 f"only, which the {self.train.loss.name!r} loss cannot do (it scores the whole catalogue): "
                 f"set train.loss.name=infonce"
             )
@@ -313,9 +317,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping with a name, got {value!r}")
         name = value.get("name", "popularity")
-        if name not in MODEL_CONFIGS:
-            raise ConfigError(f"{key}.name: unknown model {name!r}; valid models: {', '.join(MODEL_CONFIGS)}")
-        return from_dict(MODEL_CONFIGS[name], value, key)
+        if name not in MODEL_NAMES:
+            raise ConfigError(f"{key}.name: unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+        return from_dict(model_config_class(name), value, key)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if tp is Any:

@@ -28,7 +28,9 @@ from genrec.data.splits import Split, make_split
 from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer, evaluate
 from genrec.io import check_output_not_input, exclusive_lock, sha256_file
-from genrec.models import NEURAL_MODELS, Popularity, Recommender
+from genrec.models.base import Recommender
+from genrec.models.popularity import Popularity
+from genrec.models.registry import model_class
 from genrec.runs import RunDir
 from genrec.train.distributed import init_distributed, shutdown_distributed
 from genrec.train.trainer import Trainer, resolve_device
@@ -51,7 +53,7 @@ def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> R
         )
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
-    model = NEURAL_MODELS[model_config.name].for_dataset(dataset, model_config, device, progress)
+    model = model_class(model_config.name).for_dataset(dataset, model_config, device, progress)
     # on train.device for every caller (the trainer, GRPO, eval, serving): not every for_dataset places it
     return model.to(device)
 

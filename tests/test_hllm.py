@@ -22,7 +22,7 @@ from genrec.config import load_config  # noqa: E402
 from genrec.errors import ConfigError, DataError, GenrecError  # noqa: E402
 from genrec.items import llm_embed  # noqa: E402
 from genrec.items.llm_embed import (  # noqa: E402
-    ItemEncoder,
+    TextEncoder,
     cached_item_embeddings,
     embed_catalogue,
     load_text_model,
@@ -30,7 +30,8 @@ from genrec.items.llm_embed import (  # noqa: E402
     tokenize_texts,
 )
 from genrec.items.text import TextTemplate, render_item_texts  # noqa: E402
-from genrec.models.hllm import HLLM  # noqa: E402
+from genrec.models.hllm import HLLM, FrozenTextTower  # noqa: E402
+from genrec.models.item_encoder import IDEmbedding  # noqa: E402
 from genrec.runner import build_model, dataset_for, run, split_for  # noqa: E402
 from genrec.train.losses import SharedPoolInfoNCE  # noqa: E402
 from genrec.train.trainer import Trainer  # noqa: E402
@@ -65,7 +66,7 @@ def test_pooling_of_a_padded_batch_matches_each_text_alone(tiny_llama, item_text
     assert tokenizer.pad_token is not None  # added: the tokenizer had none
     texts = [item_texts.texts[i] for i in (1, 2, 50, 267)]  # different lengths
     torch.manual_seed(1)
-    encoder = ItemEncoder(model, pooling, item_tokens=2).eval()
+    encoder = TextEncoder(model, pooling, item_tokens=2).eval()
     tokens = tokenize_texts(texts, tokenizer, max_tokens=48)
     ids, lengths = tokens.padded(np.arange(len(texts)), tokenizer.pad_token_id)
     assert len(set(lengths.tolist())) > 1  # the batch really is padded
@@ -85,7 +86,7 @@ def test_pooling_of_a_padded_batch_matches_each_text_alone(tiny_llama, item_text
 
 def test_length_sorted_batches_give_the_same_embeddings_as_one_at_a_time(tiny_bert, item_texts):
     model, tokenizer = load_text_model(resolve_model_path(str(tiny_bert)))
-    encoder = ItemEncoder(model, "mean")
+    encoder = TextEncoder(model, "mean")
     tokens = tokenize_texts(item_texts.texts[:200], tokenizer, max_tokens=64)
     fast = embed_catalogue(encoder, tokens, tokenizer.pad_token_id, batch_size=32, progress=False)
     naive = embed_catalogue(encoder, tokens, tokenizer.pad_token_id, batch_size=1, sort_by_length=False, progress=False)
@@ -248,6 +249,22 @@ def test_hllm_config_errors(ml100k, tiny_llama):
         _hllm_config(ml100k, tiny_llama, "train.loss.name=infonce", "train.micro_batch_size=8")
 
 
+def test_the_user_model_reads_and_scores_items_through_the_tower_as_its_item_encoder(ml100k, tiny_llama):
+    model = build_model(ml100k, _hllm_config(ml100k, tiny_llama), progress=False).eval()
+    user, tower = model.user_model, model.tower
+    assert isinstance(tower, FrozenTextTower) and user.item_encoder is tower
+    assert not any(isinstance(m, IDEmbedding) for m in model.modules())  # no ID table on either side
+    ids = torch.tensor([[1, 5], [9, 0]])
+    torch.testing.assert_close(model.item_vectors(ids), F.normalize(tower(ids), dim=-1, eps=1e-6))
+    blocks_input = []
+    user.blocks[0].register_forward_pre_hook(lambda module, args: blocks_input.append(args[0]))
+    items = torch.tensor([[5, 9, 2, 0]])
+    model.encode(items, torch.zeros_like(items), torch.tensor([3]))
+    # HSTU scales the tower's vectors by sqrt(dim), as it does its own ID table's (user.dim=16)
+    expected = (tower(items) * 4.0 + user.position_embedding(torch.arange(4))) * (items != 0)[..., None]
+    torch.testing.assert_close(blocks_input[0], expected)
+
+
 def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, tiny_llama, monkeypatch):
     pytest.importorskip("peft")
     config = _hllm_config(
@@ -269,7 +286,7 @@ def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, ti
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     saved = model.state_dict()  # checkpoints hold the adapters, not a copy of the pretrained model
     assert not any("base_layer" in k for k in saved) and any("lora_A" in k for k in saved)
-    assert "user_model.item_embedding.encoder.item_tokens" in saved
+    assert "user_model.item_encoder.encoder.item_tokens" in saved
     assert any("lora_A" in n for n in trainable) and any(n.endswith("item_tokens") for n in trainable)
     assert not any("q_proj.base_layer" in n for n in trainable)  # the LLM's own weights stay frozen
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -4,10 +4,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from genrec.models import HSTU, HSTUConfig, SASRec, SASRecConfig
 from genrec.models.hstu import RelativeBias
 from genrec.models.hstu_attention import hstu_attention, reference_hstu_attention
+from genrec.models.item_encoder import IDEmbedding, ItemEncoder
 
 NUM_ITEMS = 60
 
@@ -21,10 +24,22 @@ def random_batch(B=3, L=12, seed=0):
     return items, times, lengths
 
 
+class ProjectedTable(ItemEncoder):
+    """A stand-in item tower (as HLLM's): fixed item features [N+1, 8] through a learned projection."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("features", torch.randn(NUM_ITEMS + 1, 8))
+        self.project = nn.Linear(8, dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.project(self.features[ids])
+
+
 class ContractTests:
     """Every sequential model: causal, blind to padding, [B, L, D] out, consistent item scorer."""
 
-    def make(self, **overrides):
+    def make(self, item_encoder=None, **overrides):
         raise NotImplementedError
 
     def test_shapes_and_item_vectors(self):
@@ -63,6 +78,28 @@ class ContractTests:
         missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
         assert missing == []
 
+    def test_a_given_item_encoder_reads_the_inputs_and_scores_the_items(self):
+        torch.manual_seed(1)
+        encoder = ProjectedTable(16)
+        weights = {k: v.clone() for k, v in encoder.state_dict().items()}
+        model = self.make(item_encoder=encoder).eval()
+        assert model.item_encoder is encoder and not any(isinstance(m, IDEmbedding) for m in model.modules())
+        assert all(torch.equal(v, weights[k]) for k, v in encoder.state_dict().items())  # not re-initialised
+        ids = torch.arange(NUM_ITEMS + 1)
+        torch.testing.assert_close(F.normalize(model.all_item_vectors(), dim=-1), F.normalize(encoder(ids), dim=-1))
+        items, times, lengths = random_batch()
+        out = model.encode(items, times, lengths)
+        with torch.no_grad():
+            encoder.project.weight.mul_(2)
+        assert not torch.allclose(out, model.encode(items, times, lengths))
+
+    def test_loads_weights_saved_when_the_item_encoder_was_called_item_embedding(self):
+        model = self.make()
+        saved = {k.replace("item_encoder.", "item_embedding."): v.clone() for k, v in model.state_dict().items()}
+        saved["item_embedding.weight"] *= 2
+        model.load_state_dict(saved)  # strict
+        assert torch.equal(model.item_encoder.weight, saved["item_embedding.weight"])
+
     def test_rejects_too_long_sequences(self):
         model = self.make(max_len=8)
         items, times, lengths = random_batch()
@@ -71,16 +108,17 @@ class ContractTests:
 
 
 class TestSASRec(ContractTests):
-    def make(self, **overrides):
+    def make(self, item_encoder=None, **overrides):
         torch.manual_seed(0)
-        return SASRec(NUM_ITEMS, SASRecConfig(**{"max_len": 16, "dim": 16, "num_heads": 2, **overrides}))
+        config = SASRecConfig(**{"max_len": 16, "dim": 16, "num_heads": 2, **overrides})
+        return SASRec(NUM_ITEMS, config, item_encoder)
 
 
 class TestHSTU(ContractTests):
-    def make(self, **overrides):
+    def make(self, item_encoder=None, **overrides):
         torch.manual_seed(0)
         config = {"max_len": 16, "dim": 16, "num_heads": 2, "attention_dim": 8, "value_dim": 8, **overrides}
-        return HSTU(NUM_ITEMS, HSTUConfig(**config))
+        return HSTU(NUM_ITEMS, HSTUConfig(**config), item_encoder)
 
     def test_outputs_are_unit_vectors_and_time_matters(self):
         model = self.make().eval()

@@ -1,7 +1,7 @@
 """Any Hugging Face language model -> one embedding per item text.
 
 `load_text_model` reads a model from a local directory (a transformers checkpoint, a GGUF file, or a
-pip-installed model package named `python:PACKAGE`); nothing is fetched from a hub. `ItemEncoder`
+pip-installed model package named `python:PACKAGE`); nothing is fetched from a hub. `TextEncoder`
 wraps it with a pooling rule:
     last        hidden state of the last real token (causal LMs; HLLM without item tokens)
     mean        mask-weighted mean of the last hidden states (encoders such as MiniLM / BGE)
@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,12 +28,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genrec.errors import ConfigError, GenrecError
-from genrec.items.text import texts_sha256
+from genrec.items.text import Pooling, texts_sha256
 from genrec.optional import require
 
 log = logging.getLogger("genrec.items")
 
-Pooling = Literal["last", "mean", "item-token"]
 CACHE_FORMAT = 2  # bump when tokenization or pooling code changes what a cache entry holds
 
 
@@ -188,7 +187,7 @@ def tokenize_texts(
     return TokenizedTexts(flat, offsets, truncated)
 
 
-class ItemEncoder(nn.Module):
+class TextEncoder(nn.Module):
     """A language model plus a pooling rule: ([B, T] ids, [B] lengths) -> [B, E] item embeddings."""
 
     def __init__(self, model: nn.Module, pooling: Pooling = "last", item_tokens: int = 1) -> None:
@@ -235,7 +234,7 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarr
 
 @torch.inference_mode()
 def embed_catalogue(
-    encoder: ItemEncoder,
+    encoder: TextEncoder,
     tokens: TokenizedTexts,
     pad_id: int,
     batch_size: int = 32,
@@ -333,7 +332,7 @@ def cached_item_embeddings(
         )
     model, tokenizer = load_text_model(location)
     model.to(device)
-    encoder = ItemEncoder(model, pooling)
+    encoder = TextEncoder(model, pooling)
     tokens = tokenize_texts(texts, tokenizer, max_tokens, context=context_length(model))
     embeddings = embed_catalogue(encoder, tokens, tokenizer.pad_token_id, batch_size, device, progress=progress)
     _atomic_save(path, embeddings, meta)

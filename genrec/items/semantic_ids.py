@@ -16,10 +16,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from genrec.errors import DataError
+
+if TYPE_CHECKING:
+    from genrec.data.dataset import Dataset
 
 LEVEL_NAMES = "abcdefghijklmnopqrstuvwxyz"
 _TOKEN = re.compile(r"^<([a-z])_(\d+)>$")
@@ -126,6 +130,13 @@ def read_index_json(path: str | Path, keys: Sequence[str]) -> SemanticIds:
     if not isinstance(table, dict):
         raise DataError(f"{path}: expected an object {{item: [tokens]}}")
     return SemanticIds.from_tokens([None, *(table.get(str(k)) for k in keys[1:])], where=f"{path}: ")
+
+
+def semantic_ids_for(dataset: Dataset, sid_file: str | None) -> SemanticIds:
+    """The SIDs a model config names (`model.sid_file`), else those the dataset ships."""
+    if sid_file is None:
+        return SemanticIds.from_dataset(dataset)
+    return read_index_json(Path(sid_file).expanduser(), [str(k) for k in dataset.item_raw_ids()])
 
 
 def write_index_json(sids: SemanticIds, keys: Sequence[str], path: str | Path) -> None:

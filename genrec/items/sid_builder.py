@@ -12,10 +12,10 @@ import torch
 from genrec.data.dataset import Dataset
 from genrec.data.raw import cache_dir
 from genrec.errors import ConfigError
-from genrec.items.llm_embed import Pooling, cached_item_embeddings, resolve_model_path
+from genrec.items.llm_embed import cached_item_embeddings, resolve_model_path
 from genrec.items.rq import QuantisationReport, RQVAEConfig, residual_kmeans, train_rqvae
 from genrec.items.semantic_ids import SemanticIds, add_disambiguation_level, count_collisions, reassign_to_free_codes
-from genrec.items.text import TextTemplate, render_item_texts
+from genrec.items.text import Pooling, TextTemplate, render_item_texts
 
 log = logging.getLogger("genrec.items")
 

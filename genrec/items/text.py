@@ -13,11 +13,17 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
-from genrec.data.dataset import Dataset
 from genrec.errors import DataError
 
+if TYPE_CHECKING:  # a type only: configs import this module and must not import the data stack
+    from genrec.data.dataset import Dataset
+
 HLLM_PROMPT = "Compress the following sentence into embedding: "
+
+# how a language model's hidden states over an item's text become one vector (`genrec.items.llm_embed`)
+Pooling = Literal["last", "mean", "item-token"]
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """The SID LLM recommender's pieces: SID tokens in a causal LM's vocabulary, prompts, GRPO.
 
-The model itself is `genrec.models.sid_llm.SIDLLM`; it trains (SFT) through the shared trainer.
+The model is `genrec.llm.sid_llm.SIDLLM` (its config: `genrec.llm.sid_llm_config`); it trains (SFT)
+through the shared trainer. This package builds on `genrec.models`, never the other way round.
 """

@@ -36,7 +36,7 @@ from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, GenrecError
 from genrec.eval.evaluator import EvalBatch, Scorer
 from genrec.items.trie import LevelTables
-from genrec.models.sid_llm import SIDLLM
+from genrec.llm.sid_llm import SIDLLM
 from genrec.runs import RunDir
 from genrec.train.objectives import Objective, StepContext, StepResult
 

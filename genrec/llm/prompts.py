@@ -1,10 +1,5 @@
-"""The prompts of the SID LLM recommender, in one place, and their tokenisation.
-
-Tasks (MiniOneRec's SFT mix):
-- `next-item`: the history's SIDs (optionally with titles), oldest first -> the next item's SID
-- `title-to-sid`: an item's title -> its SID
-- `sid-to-title`: an item's SID -> its title
-- `titles-to-next`: the history's titles -> the next item's SID
+"""The prompts of the SID LLM recommender as token ids (the templates and the tasks are `PromptConfig`
+and `Task`, in `genrec.llm.sid_llm_config`).
 
 A template has one placeholder (`{history}`, `{title}` or `{sid}`); the text around it is tokenised
 once, and so is each item's piece, so a prompt is a concatenation of cached token ids, and a prompt
@@ -15,50 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from genrec.errors import ConfigError
+from genrec.llm.sid_llm_config import PromptConfig, Task
 
 log = logging.getLogger("genrec.llm")
-
-Task = Literal["next-item", "title-to-sid", "sid-to-title", "titles-to-next"]
-
-PREAMBLE = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-)
-
-
-@dataclass
-class PromptConfig:
-    """Prompt templates (model.prompts.*) and how history items are written."""
-
-    next_item: str = (
-        PREAMBLE + "### Instruction:\nCan you predict the next possible item that the user may expect?"
-        "\n\n### Input:\nThe user has interacted with items {history} in chronological order. Can you "
-        "predict the next possible item that the user may expect?\n\n### Response:\n"
-    )
-    title_to_sid: str = PREAMBLE + "### Instruction:\nWhich item has the title: {title}?\n\n### Response:\n"
-    sid_to_title: str = PREAMBLE + "### Instruction:\nWhat is the title of item {sid}?\n\n### Response:\n"
-    titles_to_next: str = (
-        PREAMBLE + "### Instruction:\nThe user has bought items titled {history}, in "
-        "chronological order. Which item will the user buy next?\n\n### Response:\n"
-    )
-    separator: str = ", "
-    with_titles: bool = False  # next-item: write each history item as `<a_1><b_2><c_3> "title"`
-    title_field: str = "title"
-
-    def __post_init__(self) -> None:
-        for key, slot in (
-            ("next_item", "{history}"),
-            ("title_to_sid", "{title}"),
-            ("sid_to_title", "{sid}"),
-            ("titles_to_next", "{history}"),
-        ):
-            if getattr(self, key).count(slot) != 1:
-                raise ConfigError(f"model.prompts.{key} must contain {slot} exactly once")
 
 
 def _split(template: str, slot: str) -> tuple[str, str]:

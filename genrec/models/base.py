@@ -2,6 +2,7 @@
 
 A sequential model maps a batch of histories to one user vector per position (`encode`) and maps
 item indices to item vectors (`item_vectors`); the score of item j for a user vector u is u . v_j.
+It sees items only through its `item_encoder` (`genrec.models.item_encoder`), on both sides.
 A generative model (TIGER, the SID LLM) instead generates the next item's tokens: it computes its
 own training loss from a batch and ranks items by generation (a beam search).
 Both give the evaluator a `scorer()`, so every model is measured the same way.
@@ -10,7 +11,6 @@ Both give the evaluator a `scorer()`, so every model is measured the same way.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,22 +20,12 @@ from genrec.errors import DataError
 from genrec.eval.evaluator import EvalBatch, Scorer
 from genrec.items.beam_search import Beams, beams_to_scores
 from genrec.items.trie import LevelTables, SIDTrie
+from genrec.models.base_config import GenerativeConfig, ModelConfig
+from genrec.models.item_encoder import ItemEncoder
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
     from genrec.data.dataset import Dataset
-
-
-@dataclass
-class ModelConfig:
-    """Base of every model's config; `name` picks the model (see `genrec.models.MODEL_CONFIGS`)."""
-
-    name: str = "popularity"
-
-    @property
-    def uses_time(self) -> bool:
-        """Whether the model reads event times (a time bias), so the data needs real timestamps."""
-        return False
 
 
 class SequentialRecommender(nn.Module, ABC):
@@ -44,6 +34,7 @@ class SequentialRecommender(nn.Module, ABC):
     num_items: int
     max_len: int
     normalised: bool = False  # True when user and item vectors are L2-normalised (scores are cosines)
+    item_encoder: ItemEncoder  # ids [...] -> [..., D]: the inputs it reads and the items it scores
 
     @abstractmethod
     def encode(
@@ -70,6 +61,13 @@ class SequentialRecommender(nn.Module, ABC):
     ) -> torch.Tensor:
         """Same as `encode` (so DistributedDataParallel can wrap the model)."""
         return self.encode(items, timestamps, lengths, query_timestamps)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints written before the item encoder had its name call it `item_embedding`
+        old = prefix + "item_embedding."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[prefix + "item_encoder." + key[len(old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def for_dataset(
@@ -122,14 +120,15 @@ class SequentialRecommender(nn.Module, ABC):
 class GenerativeRecommender(nn.Module, ABC):
     """Base class of models that generate the next item instead of scoring item vectors.
 
-    Their configs have `num_beams` (the length of the ranking) and `eval_users_per_pass`.
+    Their configs are `GenerativeConfig`s: `num_beams` (the length of the ranking) and
+    `eval_users_per_pass` (users per beam search of the scorer).
     """
 
     num_items: int
     max_len: int  # history items the model reads
     train_len: int  # events per user sequence in a training batch (each target is one example)
     item_tokens: torch.Tensor  # [N+1, L] the token ids of each item's semantic ID (row 0 = padding)
-    config: Any
+    config: GenerativeConfig
 
     @abstractmethod
     def forward(self, batch: SequenceBatch) -> torch.Tensor:

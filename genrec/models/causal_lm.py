@@ -3,54 +3,57 @@
 Each history item becomes one input vector (`inputs_embeds`), so the LM reads a user's history as
 a sequence of item "tokens" and its last hidden state at position t is the user vector after
 t+1 items:
-    items [B, L] --item_embedding--> [B, L, H] --LLM(inputs_embeds, causal)--> [B, L, H] --L2 norm--> users
-Item vectors are the L2-normalised item embeddings, so scores are cosines (as in HLLM). On its own
-the item embedding is an ID table of the LLM's width; inside HLLM it is the item-LLM tower.
+    items [B, L] --item_encoder--> [B, L, H] --LLM(inputs_embeds, causal)--> [B, L, H] --L2 norm--> users
+Item vectors are the L2-normalised item encoder's vectors, so scores are cosines (as in HLLM). On its
+own the item encoder is an ID table of the LLM's width; inside HLLM it is the item-LLM tower.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.errors import ConfigError
 from genrec.items.llm_embed import load_text_model, resolve_model_path
-from genrec.models.base import ModelConfig, SequentialRecommender
-from genrec.models.llm_tuning import LLMTuning, prepare_for_training
+from genrec.models.base import SequentialRecommender
+from genrec.models.base_config import ModelConfig
+from genrec.models.causal_lm_config import CausalLMConfig
+from genrec.models.item_encoder import IDEmbedding, ItemEncoder
+from genrec.models.llm_tuning import prepare_for_training
 
-
-@dataclass
-class CausalLMConfig(ModelConfig, LLMTuning):
-    name: str = "llm"
-    path: str = ""  # a local Hugging Face model directory, or python:PACKAGE
-    gguf_file: str | None = None
-    max_len: int = 50
-    train: Literal["frozen", "lora", "full"] = "full"  # HLLM fine-tunes its user LLM fully
-
-    def __post_init__(self) -> None:
-        if self.max_len < 1:
-            raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
+if TYPE_CHECKING:
+    from genrec.data.dataset import Dataset
 
 
 class CausalLMRecommender(SequentialRecommender):
     normalised = True
 
-    def __init__(self, num_items: int, config: CausalLMConfig) -> None:
+    def __init__(
+        self, num_items: int, config: CausalLMConfig, llm: nn.Module, item_encoder: ItemEncoder | None = None
+    ) -> None:
+        """llm: the pretrained model (`load_causal_lm`); item_encoder: ids [...] -> [..., the LLM's width],
+        initialised (default: an ID table)."""
         super().__init__()
         self.num_items = num_items
         self.max_len = config.max_len
         self.config = config
-        model, _ = load_text_model(resolve_model_path(config.path, config.gguf_file))
-        self.hidden_size: int = model.config.hidden_size
-        self.llm = prepare_for_training(model, config, "model")
-        self.item_embedding = nn.Embedding(num_items + 1, self.hidden_size, padding_idx=0)
-        nn.init.normal_(self.item_embedding.weight, std=0.02)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        self.hidden_size: int = llm.config.hidden_size
+        self.llm = prepare_for_training(llm, config, "model")
+        table = IDEmbedding(num_items, self.hidden_size) if item_encoder is None else None
+        if table is not None:  # a given encoder keeps its weights
+            nn.init.normal_(table.weight, std=0.02)
+            with torch.no_grad():
+                table.weight[0].zero_()
+        self.item_encoder = item_encoder if table is None else table
+
+    @classmethod
+    def for_dataset(
+        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
+    ) -> CausalLMRecommender:
+        assert isinstance(config, CausalLMConfig)
+        return cls(dataset.num_items, config, load_causal_lm(config))
 
     @property
     def dim(self) -> int:
@@ -66,9 +69,15 @@ class CausalLMRecommender(SequentialRecommender):
         """items: [B, L] right-padded -> [B, L, H] L2-normalised user vectors (times are not used)."""
         if items.shape[1] > self.max_len:
             raise ValueError(f"sequence length {items.shape[1]} exceeds max_len {self.max_len}")
-        inputs = self.item_embedding(items)  # [B, L, H]
+        inputs = self.item_encoder(items)  # [B, L, H]
         hidden = self.llm(inputs_embeds=inputs, attention_mask=(items != 0).long()).last_hidden_state
         return F.normalize(hidden.float(), dim=-1, eps=1e-6)
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.item_embedding(ids).float(), dim=-1, eps=1e-6)
+        return F.normalize(self.item_encoder(ids).float(), dim=-1, eps=1e-6)
+
+
+def load_causal_lm(config: CausalLMConfig) -> nn.Module:
+    """The pretrained model `config.path` names, without its LM head (the user vectors are hidden states)."""
+    model, _ = load_text_model(resolve_model_path(config.path, config.gguf_file))
+    return model

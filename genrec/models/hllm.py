@@ -6,7 +6,8 @@ embeddings and produces one user vector per position, scored against the same it
     text of item i --item LLM + pooling--> e_i [E] --standardise, project--> v_i [D]
     v_{i1} .. v_{iL} --user model (HSTU or SASRec)--> u_1 .. u_L [D];  score(u, j) = u . v_j
 
-The user model is a genrec HSTU or SASRec whose ID embedding table is replaced by an item tower:
+The user model is a genrec HSTU, SASRec or causal LM built with an item tower as its item encoder
+(instead of an ID table; HSTU and SASRec scale its vectors by sqrt(D) as they would their table's):
     FrozenTextTower  the catalogue is embedded once (cached on disk); only the projection and the
                      user model train. Fast.
     LLMTextTower     the item LLM runs in the training loop on the unique items of each batch, with
@@ -19,7 +20,6 @@ hidden states have a few dimensions of huge magnitude that would otherwise swamp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,10 +27,8 @@ from torch import nn
 
 from genrec.data.dataset import Dataset
 from genrec.data.raw import cache_dir
-from genrec.errors import ConfigError
 from genrec.items.llm_embed import (
-    ItemEncoder,
-    Pooling,
+    TextEncoder,
     TokenizedTexts,
     cached_item_embeddings,
     context_length,
@@ -39,68 +37,16 @@ from genrec.items.llm_embed import (
     resolve_model_path,
     tokenize_texts,
 )
-from genrec.items.text import HLLM_PROMPT, TextTemplate, render_item_texts
-from genrec.models.base import ModelConfig, SequentialRecommender
-from genrec.models.causal_lm import CausalLMRecommender
-from genrec.models.hstu import HSTU, HSTUConfig
-from genrec.models.llm_tuning import LLMTuning, prepare_for_training
-from genrec.models.sasrec import SASRec
+from genrec.items.text import render_item_texts
+from genrec.models.base import SequentialRecommender
+from genrec.models.causal_lm import CausalLMRecommender, load_causal_lm
+from genrec.models.causal_lm_config import CausalLMConfig
+from genrec.models.hllm_config import HLLMConfig
+from genrec.models.item_encoder import ItemEncoder
+from genrec.models.llm_tuning import prepare_for_training
+from genrec.models.registry import model_class
 
 log = logging.getLogger("genrec.models")
-
-# the user model reads item vectors through its `item_embedding`, which HLLM replaces with a text tower
-USER_MODELS: dict[str, type[SequentialRecommender]] = {"hstu": HSTU, "sasrec": SASRec, "llm": CausalLMRecommender}
-
-
-@dataclass
-class ItemLLMConfig(LLMTuning):
-    """The item LLM: which model, how item text is written and pooled, and how (if at all) it trains."""
-
-    path: str = ""  # a local Hugging Face model directory, or python:PACKAGE for a pip-installed model
-    gguf_file: str | None = None  # a GGUF file in that directory (found automatically when it is the only one)
-    pooling: Pooling = "last"  # last | mean | item-token
-    item_tokens: int = 1  # learnable tokens appended after the text (pooling=item-token)
-    max_tokens: int = 256  # token limit per item text (the model's context, if smaller, wins)
-    prompt: str = HLLM_PROMPT
-    fields: list[str] = field(default_factory=list)  # item fields in the text; empty = all of the dataset's
-    separator: str = ""  # between `field: value` pairs (HLLM writes none)
-    batch_size: int = 32  # items per forward pass when embedding the catalogue
-    # train (frozen: embed once and cache | lora | full: end to end), lora_rank, lora_alpha,
-    # lora_dropout, lora_targets, gradient_checkpointing: see `LLMTuning`
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1 or self.batch_size < 1 or self.item_tokens < 1:
-            raise ConfigError("model.item_llm.max_tokens, batch_size and item_tokens must be >= 1")
-        if self.pooling not in ("last", "mean", "item-token"):
-            raise ConfigError(
-                f"model.item_llm.pooling: expected one of 'last' | 'mean' | 'item-token', got {self.pooling!r}"
-            )
-
-    def template(self) -> TextTemplate:
-        return TextTemplate(prompt=self.prompt, fields=list(self.fields), separator=self.separator)
-
-
-@dataclass
-class HLLMConfig(ModelConfig):
-    name: str = "hllm"
-    item_llm: ItemLLMConfig = field(default_factory=ItemLLMConfig)
-    # the user model over item embeddings: an hstu, sasrec or llm (a causal LM, HLLM's user LLM)
-    # model config; its max_len is HLLM's history length
-    user: ModelConfig = field(default_factory=lambda: HSTUConfig(max_len=50, dim=64, attention_dim=64, value_dim=64))
-
-    def __post_init__(self) -> None:
-        if self.user.name not in USER_MODELS:
-            raise ConfigError(
-                f"model.user.name: HLLM's user model must be one of {', '.join(USER_MODELS)}, got {self.user.name!r}"
-            )
-
-    @property
-    def end_to_end(self) -> bool:
-        return self.item_llm.train != "frozen"
-
-    @property
-    def uses_time(self) -> bool:
-        return self.user.uses_time
 
 
 class Standardise(nn.Module):
@@ -115,7 +61,7 @@ class Standardise(nn.Module):
         return (x - self.mean) / self.std
 
 
-class FrozenTextTower(nn.Module):
+class FrozenTextTower(ItemEncoder):
     """ids [...] -> [..., D]: precomputed item LLM embeddings [N+1, E], standardised, then projected."""
 
     def __init__(self, table: torch.Tensor, dim: int) -> None:
@@ -128,7 +74,7 @@ class FrozenTextTower(nn.Module):
         return self.project(self.standardise(self.table[ids]))
 
 
-class LLMTextTower(nn.Module):
+class LLMTextTower(ItemEncoder):
     """ids [...] -> [..., D] through the item LLM itself (trained end to end).
 
     Training: each call embeds the unique items among `ids` (gradients flow into the LLM); within
@@ -137,7 +83,7 @@ class LLMTextTower(nn.Module):
     embedded once and reused until the tower trains again.
     """
 
-    def __init__(self, encoder: ItemEncoder, tokens: TokenizedTexts, pad_id: int, dim: int, batch_size: int) -> None:
+    def __init__(self, encoder: TextEncoder, tokens: TokenizedTexts, pad_id: int, dim: int, batch_size: int) -> None:
         super().__init__()
         self.encoder = encoder
         self.tokens = tokens
@@ -204,20 +150,18 @@ class LLMTextTower(nn.Module):
 class HLLM(SequentialRecommender):
     """A user model (HSTU or SASRec) over item-LLM embeddings; see the module docstring."""
 
-    def __init__(self, config: HLLMConfig, user_model: SequentialRecommender, tower: nn.Module) -> None:
-        """user_model: a fresh HSTU / SASRec / causal-LM model; tower: ids [...] -> [..., user dim]."""
+    def __init__(self, config: HLLMConfig, user_model: SequentialRecommender) -> None:
+        """user_model: a fresh HSTU / SASRec / causal-LM model whose item encoder is an item tower."""
         super().__init__()
         self.num_items = user_model.num_items
         self.config = config
         self.user_model = user_model
-        # the user model looks items up through `item_embedding` only: the tower takes the table's place
-        self.user_model.item_embedding = tower
         self.max_len = self.user_model.max_len
         self.normalised = self.user_model.normalised
 
     @property
-    def tower(self) -> nn.Module:
-        return self.user_model.item_embedding
+    def tower(self) -> ItemEncoder:
+        return self.user_model.item_encoder
 
     def encode(
         self,
@@ -250,8 +194,10 @@ class HLLM(SequentialRecommender):
                 ", ".join(texts.fields),
             )
         location = resolve_model_path(c.path, c.gguf_file)
-        user_model = USER_MODELS[config.user.name](dataset.num_items, config.user).to(device)
-        dim = user_model.dim if isinstance(user_model, CausalLMRecommender) else config.user.dim  # type: ignore[attr-defined]
+        user = config.user  # one of hllm_config.USER_MODELS
+        user_llm = load_causal_lm(user) if isinstance(user, CausalLMConfig) else None
+        dim = user_llm.config.hidden_size if user_llm is not None else user.dim  # type: ignore[attr-defined]
+        tower: ItemEncoder
         if not config.end_to_end:
             table, _ = cached_item_embeddings(
                 location,
@@ -263,15 +209,19 @@ class HLLM(SequentialRecommender):
                 device,
                 progress,
             )
-            tower: nn.Module = FrozenTextTower(torch.from_numpy(table), dim)
+            tower = FrozenTextTower(torch.from_numpy(table), dim)
         else:
             model, tokenizer = load_text_model(location)
             model = prepare_for_training(model, c, "model.item_llm")
-            encoder = ItemEncoder(model, c.pooling, c.item_tokens)
+            encoder = TextEncoder(model, c.pooling, c.item_tokens)
             reserve = encoder.num_item_tokens
             tokens = tokenize_texts(texts.texts, tokenizer, c.max_tokens, reserve, context_length(model))
             tower = LLMTextTower(encoder.to(device), tokens, tokenizer.pad_token_id, dim, c.batch_size)
-        return cls(config, user_model, tower)
+        if user_llm is not None:
+            user_model: SequentialRecommender = CausalLMRecommender(dataset.num_items, user, user_llm, tower)
+        else:
+            user_model = model_class(user.name)(dataset.num_items, user, tower)  # type: ignore[call-arg,assignment]
+        return cls(config, user_model.to(device))
 
 
-__all__ = ["HLLM", "FrozenTextTower", "HLLMConfig", "ItemLLMConfig", "LLMTextTower"]
+__all__ = ["HLLM", "FrozenTextTower", "LLMTextTower"]

@@ -8,57 +8,23 @@ One block, for input X [B, L, D]:
 The relative attention bias rab adds a learned weight per relative position and per bucket of
 log time gap (bucket = floor(ln(max(|dt|, 1)) / 0.301)); the time gap of query position i is
 measured from the time of the event it predicts (the request time), as in the reference. Input
-embeddings are scaled by sqrt(D) plus a learned position embedding; outputs and item vectors are
-L2-normalised, so scores are cosine similarities (divided by a temperature in the loss).
+embeddings (the item encoder's vectors: an ID table unless another encoder is given) are scaled by
+sqrt(D) plus a learned position embedding; outputs and item vectors are L2-normalised, so scores
+are cosine similarities (divided by a temperature in the loss).
 The attention normaliser n is `max_len` (the reference uses its padded length, max_len + 11).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.errors import ConfigError
-from genrec.models.base import ModelConfig, SequentialRecommender
-from genrec.models.hstu_attention import HSTUKernel, hstu_attention
-from genrec.models.layers import padding_mask
-
-
-@dataclass
-class HSTUConfig(ModelConfig):
-    name: str = "hstu"
-    max_len: int = 200  # longest history; also the attention normaliser n
-    dim: int = 50  # item embedding and model width
-    num_blocks: int = 2
-    num_heads: int = 1
-    attention_dim: int = 50  # per-head size of Q and K
-    value_dim: int = 50  # per-head size of V and U
-    dropout: float = 0.2  # on the input embeddings and before f2
-    attention_dropout: float = 0.0  # on the attention weights (generative-recommenders never applies it)
-    time_buckets: int = 128  # buckets of log time gaps (0 disables the time bias)
-    position_bias: bool = True
-    kernel: str = "reference"  # attention kernel: reference | compiled
-
-    def __post_init__(self) -> None:
-        if self.max_len < 1:
-            raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
-        for name in ("dim", "num_heads", "attention_dim", "value_dim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if not (0 <= self.dropout < 1 and 0 <= self.attention_dropout < 1):
-            raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
-        if self.kernel not in {k.value for k in HSTUKernel}:
-            raise ConfigError(
-                f"model.kernel: unknown kernel {self.kernel!r}; valid: {', '.join(k.value for k in HSTUKernel)}"
-            )
-
-    @property
-    def uses_time(self) -> bool:
-        return self.time_buckets > 0
+from genrec.models.base import SequentialRecommender
+from genrec.models.hstu_attention import hstu_attention
+from genrec.models.hstu_config import HSTUConfig
+from genrec.models.item_encoder import IDEmbedding, ItemEncoder
+from genrec.models.layers import padding_mask, scaled_inputs
 
 
 class RelativeBias(nn.Module):
@@ -117,20 +83,23 @@ class HSTUBlock(nn.Module):
 class HSTU(SequentialRecommender):
     normalised = True
 
-    def __init__(self, num_items: int, config: HSTUConfig) -> None:
+    def __init__(self, num_items: int, config: HSTUConfig, item_encoder: ItemEncoder | None = None) -> None:
+        """item_encoder: ids [...] -> [..., config.dim], initialised (default: an ID table)."""
         super().__init__()
         self.num_items = num_items
         self.max_len = config.max_len
         self.config = config
-        self.item_embedding = nn.Embedding(num_items + 1, config.dim, padding_idx=0)
+        table = IDEmbedding(num_items, config.dim) if item_encoder is None else None
+        self.item_encoder = item_encoder if table is None else table
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
         self.dropout = nn.Dropout(config.dropout)
         self.bias = RelativeBias(config.max_len, config.time_buckets, config.position_bias)
         self.blocks = nn.ModuleList(HSTUBlock(config) for _ in range(config.num_blocks))
-        nn.init.trunc_normal_(self.item_embedding.weight, std=0.02, a=-0.04, b=0.04)
+        if table is not None:  # a given encoder keeps its weights
+            nn.init.trunc_normal_(table.weight, std=0.02, a=-0.04, b=0.04)
+            with torch.no_grad():
+                table.weight[0].zero_()
         nn.init.xavier_normal_(self.position_embedding.weight)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
 
     def encode(
         self,
@@ -148,13 +117,11 @@ class HSTU(SequentialRecommender):
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len {self.max_len}")
         mask = padding_mask(items)  # [B, L, 1]
-        positions = torch.arange(L, device=items.device)
-        x = self.item_embedding(items) * math.sqrt(self.config.dim) + self.position_embedding(positions)
-        x = self.dropout(x) * mask
+        x = scaled_inputs(self.item_encoder(items), self.position_embedding, self.dropout, mask)
         bias = self.bias(timestamps, timestamps if query_timestamps is None else query_timestamps)
         for block in self.blocks:
             x = block(x, bias) * mask
         return F.normalize(x, dim=-1, eps=1e-6)
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.item_embedding(ids), dim=-1, eps=1e-6)
+        return F.normalize(self.item_encoder(ids), dim=-1, eps=1e-6)

@@ -9,16 +9,12 @@ row's output does not depend on how much padding its batch has. `hstu_attention`
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-
-class HSTUKernel(str, enum.Enum):
-    REFERENCE = "reference"  # plain PyTorch, readable, runs everywhere
-    COMPILED = "compiled"  # the reference through torch.compile (fused elementwise ops)
+from genrec.models.hstu_config import HSTUKernel
 
 
 def reference_hstu_attention(
@@ -49,8 +45,8 @@ def _compiled_hstu_attention(q, k, v, bias, n, dropout_p=0.0):  # noqa: ANN001, 
 
 
 KERNELS: dict[HSTUKernel, Callable[..., torch.Tensor]] = {
-    HSTUKernel.REFERENCE: reference_hstu_attention,
-    HSTUKernel.COMPILED: _compiled_hstu_attention,
+    "reference": reference_hstu_attention,
+    "compiled": _compiled_hstu_attention,
 }
 
 
@@ -61,7 +57,7 @@ def hstu_attention(
     bias: torch.Tensor,
     n: int,
     dropout_p: float = 0.0,
-    kernel: HSTUKernel | str = HSTUKernel.REFERENCE,
+    kernel: HSTUKernel = "reference",
 ) -> torch.Tensor:
     """Dispatch to `kernel` after checking shapes once (see `reference_hstu_attention`)."""
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
@@ -69,4 +65,6 @@ def hstu_attention(
             f"expected q, k [B, H, L, Dqk] and v [B, H, L, Dv], got {tuple(q.shape)}, "
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
-    return KERNELS[HSTUKernel(kernel)](q, k, v, bias, n, dropout_p)
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown HSTU attention kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+    return KERNELS[kernel](q, k, v, bias, n, dropout_p)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +47,16 @@ class PointWiseFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def scaled_inputs(
+    vectors: torch.Tensor, position_embedding: nn.Embedding, dropout: nn.Dropout, mask: torch.Tensor
+) -> torch.Tensor:
+    """The input of SASRec's and HSTU's blocks: the items' encoder vectors [B, L, D] scaled by sqrt(D)
+    (as the authors' SASRec scales its embedding table), plus the learned position embedding, then
+    dropout; zero where mask [B, L, 1] (`padding_mask`) is. Returns [B, L, D]."""
+    positions = torch.arange(vectors.shape[1], device=vectors.device)
+    return dropout(vectors * math.sqrt(vectors.shape[-1]) + position_embedding(positions)) * mask
 
 
 def padding_mask(items: torch.Tensor) -> torch.Tensor:

@@ -3,26 +3,11 @@ with activation checkpointing. Shared by HLLM's item LLM and the causal-LM user 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 from torch import nn
 
 from genrec.errors import ConfigError
+from genrec.models.base_config import LLMTuning
 from genrec.optional import require
-
-
-@dataclass
-class LLMTuning:
-    """Config fields of a model section that holds a language model (flat keys: model.item_llm.train, ...)."""
-
-    # new-tokens: only the rows of tokens added to the vocabulary (the SID LLM's SID tokens)
-    train: Literal["frozen", "lora", "full", "new-tokens"] = "frozen"
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=list)  # module names; empty = peft's default for the model
-    gradient_checkpointing: bool = True  # recompute activations in the backward pass to save memory
 
 
 def prepare_for_training(

@@ -7,11 +7,6 @@ import torch
 
 from genrec.data.dataset import Sequences
 from genrec.eval.evaluator import EvalBatch
-from genrec.models.base import ModelConfig
-
-
-class PopularityConfig(ModelConfig):
-    """The popularity baseline has no parameters."""
 
 
 class Popularity:

@@ -3,43 +3,20 @@
 Item embedding scaled by sqrt(D) plus a learned position embedding, then blocks of causal softmax
 self-attention and a point-wise feed-forward network, as in the authors' code: the attention
 residual is added to the layer-normalised query. Items are scored by a dot product with the
-shared item embedding (optionally both sides L2-normalised, as in generative-recommenders).
+shared item embedding (optionally both sides L2-normalised, as in generative-recommenders). The
+item embedding is the model's item encoder: an ID table unless another encoder is given (HLLM's).
 """
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.errors import ConfigError
-from genrec.models.base import ModelConfig, SequentialRecommender
-from genrec.models.layers import CausalSelfAttention, PointWiseFeedForward, padding_mask
-
-
-@dataclass
-class SASRecConfig(ModelConfig):
-    name: str = "sasrec"
-    max_len: int = 200  # longest history the model reads (older items are dropped)
-    dim: int = 50  # item embedding and hidden size
-    num_blocks: int = 2
-    num_heads: int = 1
-    ffn_dim: int | None = None  # default: dim
-    dropout: float = 0.2
-    l2_norm: bool = False  # L2-normalise user and item vectors (use with a temperature in the loss)
-
-    def __post_init__(self) -> None:
-        if self.max_len < 1:
-            raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
-        if self.dim < 1 or self.num_blocks < 0 or self.num_heads < 1 or self.dim % self.num_heads:
-            raise ConfigError(
-                f"model.dim ({self.dim}) must be a positive multiple of model.num_heads ({self.num_heads})"
-            )
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+from genrec.models.base import SequentialRecommender
+from genrec.models.item_encoder import IDEmbedding, ItemEncoder
+from genrec.models.layers import CausalSelfAttention, PointWiseFeedForward, padding_mask, scaled_inputs
+from genrec.models.sasrec_config import SASRecConfig
 
 
 class SASRecBlock(nn.Module):
@@ -59,18 +36,21 @@ class SASRecBlock(nn.Module):
 
 
 class SASRec(SequentialRecommender):
-    def __init__(self, num_items: int, config: SASRecConfig) -> None:
+    def __init__(self, num_items: int, config: SASRecConfig, item_encoder: ItemEncoder | None = None) -> None:
+        """item_encoder: ids [...] -> [..., config.dim], initialised (default: an ID table)."""
         super().__init__()
         self.num_items = num_items
         self.max_len = config.max_len
         self.config = config
         self.normalised = config.l2_norm
-        self.item_embedding = nn.Embedding(num_items + 1, config.dim, padding_idx=0)
+        self.item_encoder = IDEmbedding(num_items, config.dim) if item_encoder is None else item_encoder
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_blocks))
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
-        self.apply(self._init_weights)
+        for module in self.children():
+            if module is not item_encoder:  # a given encoder keeps its weights (HLLM's holds an LLM)
+                module.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -94,14 +74,12 @@ class SASRec(SequentialRecommender):
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len {self.max_len}")
         mask = padding_mask(items)  # [B, L, 1]
-        positions = torch.arange(L, device=items.device)
-        x = self.item_embedding(items) * math.sqrt(self.config.dim) + self.position_embedding(positions)
-        x = self.dropout(x) * mask
+        x = scaled_inputs(self.item_encoder(items), self.position_embedding, self.dropout, mask)
         for block in self.blocks:
             x = block(x, mask)
         x = self.final_norm(x)
         return F.normalize(x, dim=-1) if self.config.l2_norm else x
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        vectors = self.item_embedding(ids)
+        vectors = self.item_encoder(ids)
         return F.normalize(vectors, dim=-1) if self.config.l2_norm else vectors

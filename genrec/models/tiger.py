@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genrec.errors import ConfigError
 from genrec.items.beam_search import Beams, constrained_beam_search
-from genrec.items.semantic_ids import SemanticIds, read_index_json
+from genrec.items.semantic_ids import SemanticIds, semantic_ids_for
 from genrec.items.trie import LevelTables
-from genrec.models.base import GenerativeRecommender, ModelConfig
+from genrec.models.base import GenerativeRecommender
+from genrec.models.base_config import ModelConfig
+from genrec.models.tiger_config import TIGERConfig
 from genrec.optional import require
 
 if TYPE_CHECKING:
@@ -33,47 +33,6 @@ if TYPE_CHECKING:
     from genrec.data.dataset import Dataset
 
 log = logging.getLogger("genrec.models")
-
-
-@dataclass
-class TIGERConfig(ModelConfig):
-    """TIGER's T5. The defaults are the paper's (4 + 4 layers, d_model 128, 6 heads of 64, MLP 1024,
-    dropout 0.1, 2000 user tokens, 20 history items)."""
-
-    name: str = "tiger"
-    # a `.index.json` of SIDs keyed by the dataset's raw item ids (`genrec sid build` writes one);
-    # default: the SIDs the dataset ships (LETTER and MiniOneRec sources)
-    sid_file: str | None = None
-    max_len: int = 20  # history items the encoder reads
-    train_len: int = 50  # latest events per user in a training batch; every target among them is one example
-    dim: int = 128
-    num_layers: int = 4  # encoder layers; the decoder has as many
-    num_heads: int = 6
-    head_dim: int = 64
-    ffn_dim: int = 1024
-    dropout: float = 0.1
-    user_tokens: int = 2000  # user ids hashed into this many tokens (0: no user token)
-    num_beams: int = 50  # beams of the constrained search = the length of the ranking
-    eval_users_per_pass: int = 16  # users beam-searched together (memory: users x beams x encoder length)
-
-    def __post_init__(self) -> None:
-        for key in (
-            "max_len",
-            "train_len",
-            "dim",
-            "num_layers",
-            "num_heads",
-            "head_dim",
-            "ffn_dim",
-            "num_beams",
-            "eval_users_per_pass",
-        ):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
-        if self.user_tokens < 0 or not 0 <= self.dropout < 1:
-            raise ConfigError(
-                f"model.user_tokens must be >= 0 and model.dropout in [0, 1), got {self.user_tokens}, {self.dropout}"
-            )
 
 
 @dataclass(frozen=True)
@@ -105,14 +64,9 @@ class SIDVocabulary:
         return 2 + users % self.user_tokens
 
 
-def semantic_ids_for(dataset: Dataset, sid_file: str | None) -> SemanticIds:
-    """The SIDs a config names: `sid_file`, else those the dataset ships."""
-    if sid_file is None:
-        return SemanticIds.from_dataset(dataset)
-    return read_index_json(Path(sid_file).expanduser(), [str(k) for k in dataset.item_raw_ids()])
-
-
 class TIGER(GenerativeRecommender):
+    config: TIGERConfig
+
     def __init__(self, sids: SemanticIds, config: TIGERConfig) -> None:
         super().__init__()
         transformers = require("transformers")

@@ -24,6 +24,7 @@ import torch
 from genrec.checkpoints import BEST_CHECKPOINT, load_weights
 from genrec.errors import ConfigError
 from genrec.io import atomic_output_dir, check_output_not_input
+from genrec.models.base_config import GenerativeConfig
 from genrec.runs import RUN_FILES, RunDir
 from genrec.serve.index import INDEX_FILE, INDEX_META, IndexParams, ItemIndex, require_faiss
 
@@ -69,9 +70,7 @@ def export_item_embeddings(
     checkpoint = run.path / BEST_CHECKPOINT
     if config.model.name == "popularity":
         raise ConfigError("the popularity baseline has no item embeddings to export")
-    from genrec.models import NEURAL_MODELS, GenerativeRecommender
-
-    if issubclass(NEURAL_MODELS[config.model.name], GenerativeRecommender):
+    if isinstance(config.model, GenerativeConfig):
         raise ConfigError(
             f"model {config.model.name!r} generates semantic IDs and has no item embedding table to "
             f"export; its item representation is the SID file (model.sid_file or the dataset's SIDs)"

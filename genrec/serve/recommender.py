@@ -38,8 +38,8 @@ from genrec.config import RunConfig
 from genrec.data.dataset import Dataset, Sequences, flat_ranges
 from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import EvalBatch, Scorer, auto_batch_size, padded_histories
-from genrec.models import GenerativeRecommender, Popularity
-from genrec.models.base import SequentialScorer
+from genrec.models.base import GenerativeRecommender, SequentialScorer
+from genrec.models.popularity import Popularity
 from genrec.runs import RunDir
 
 if TYPE_CHECKING:

@@ -12,8 +12,7 @@ change the search. The beams, best first, are the ranking for the shared evaluat
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,52 +21,25 @@ from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer
 from genrec.items.beam_search import Beams, constrained_beam_search
 from genrec.items.llm_embed import context_length, load_text_model, resolve_model_path
+from genrec.items.semantic_ids import semantic_ids_for
 from genrec.items.trie import LevelTables
-from genrec.llm.prompts import PromptBuilder, PromptConfig, Task, left_padded
+from genrec.llm.prompts import PromptBuilder, left_padded
+from genrec.llm.sid_llm_config import SIDLLMConfig
 from genrec.llm.sid_tokens import add_sid_tokens
-from genrec.models.base import GenerativeRecommender, ModelConfig
-from genrec.models.llm_tuning import LLMTuning, prepare_for_training
-from genrec.models.tiger import semantic_ids_for
+from genrec.models.base import GenerativeRecommender
+from genrec.models.base_config import ModelConfig
+from genrec.models.llm_tuning import prepare_for_training
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
     from genrec.data.dataset import Dataset
 
-log = logging.getLogger("genrec.models")
-
-ALIGNMENT_TASKS: tuple[Task, ...] = ("title-to-sid", "sid-to-title", "titles-to-next")
-
-
-@dataclass
-class SIDLLMConfig(ModelConfig, LLMTuning):
-    name: str = "sid-llm"
-    path: str = ""  # a local Hugging Face causal LM directory, or python:PACKAGE
-    gguf_file: str | None = None
-    # full: every weight; lora: adapters + the new token rows; new-tokens: only the new token rows
-    # (MiniOneRec's --freeze_LLM)
-    train: Literal["full", "lora", "new-tokens"] = "lora"  # type: ignore[assignment]
-    sid_file: str | None = None  # as TIGER's: default the SIDs the dataset ships
-    max_len: int = 10  # history items in the prompt (MiniOneRec: 10)
-    train_len: int = 50
-    max_prompt_tokens: int = 1024  # longer prompts drop their oldest history items (counted in the log)
-    tasks: list[str] = field(default_factory=lambda: ["next-item"])  # add title-to-sid, sid-to-title, titles-to-next
-    prompts: PromptConfig = field(default_factory=PromptConfig)
-    num_beams: int = 50
-    eval_users_per_pass: int = 4
-
-    def __post_init__(self) -> None:
-        unknown = [t for t in self.tasks if t not in ("next-item", *ALIGNMENT_TASKS)]
-        if unknown or "next-item" not in self.tasks:
-            raise ConfigError(
-                f"model.tasks must include next-item and only name next-item, "
-                f"{', '.join(ALIGNMENT_TASKS)}; got {self.tasks}"
-            )
-        for key in ("max_len", "train_len", "max_prompt_tokens", "num_beams", "eval_users_per_pass"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+log = logging.getLogger("genrec.llm")
 
 
 class SIDLLM(GenerativeRecommender):
+    config: SIDLLMConfig
+
     def __init__(self, dataset: Dataset, config: SIDLLMConfig) -> None:
         super().__init__()
         self.config = config
