@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import torch
@@ -173,6 +174,9 @@ class WindowObjective(Objective):
             batch_size=config.batch_size // dist.world_size,
             sampler=self.sampler,
             collate_fn=self.windows.collate_windows,
+            # the seed a DataLoader draws for its workers at each epoch comes from here, not from the
+            # global random state that dropout and negative sampling use (and that checkpoints save)
+            generator=torch.Generator().manual_seed(seed),
         )
         self.micro_batch_size = micro_batch_size(config, device)
 
@@ -181,14 +185,7 @@ class WindowObjective(Objective):
 
     def batches(self, epoch: int, skip: int = 0) -> Iterator[SequenceBatch]:
         self.sampler.set_epoch(epoch)
-        if skip == 0:
-            return iter(self.loader)
-        # a resumed epoch: the random state restored from the checkpoint is already past the seed a
-        # DataLoader draws when an epoch starts, so cut the same order into batches without one
-        order = list(self.sampler)
-        size = self.loader.batch_size
-        assert size is not None
-        return (self.windows.collate_windows(order[i : i + size]) for i in range(skip * size, len(order), size))
+        return islice(iter(self.loader), skip, None)
 
     @abstractmethod
     def summed_loss(self, batch: SequenceBatch, module: nn.Module) -> torch.Tensor:
