@@ -30,7 +30,7 @@ from genrec.eval.evaluator import Scorer, evaluate
 from genrec.io import check_output_not_input, exclusive_lock, sha256_file
 from genrec.models.base import Recommender
 from genrec.models.popularity import Popularity
-from genrec.models.registry import model_class
+from genrec.models.registry import model_builder
 from genrec.runs import RunDir
 from genrec.train.distributed import init_distributed, shutdown_distributed
 from genrec.train.trainer import Trainer, resolve_device
@@ -53,8 +53,8 @@ def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> R
         )
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
-    model = model_class(model_config.name).for_dataset(dataset, model_config, device, progress)
-    # on train.device for every caller (the trainer, GRPO, eval, serving): not every for_dataset places it
+    model = model_builder(model_config.name)(dataset, model_config, device, progress)
+    # on train.device for every caller (the trainer, GRPO, eval, serving): not every builder places it
     return model.to(device)
 
 

@@ -3,6 +3,8 @@ import none of the packages above it, and reading any config imports no torch.""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import pytest
 
 import genrec
 from genrec.errors import ConfigError
-from genrec.models import MODEL_NAMES, model_class, model_config_class
+from genrec.models import MODEL_NAMES, model_builder, model_class, model_config_class
 from genrec.models.base import GenerativeRecommender, SequentialRecommender
 from genrec.models.base_config import GenerativeConfig
 
@@ -39,6 +41,26 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "genrec.train": ("genrec.llm", "genrec.serve", "genrec.runner", "genrec.cli"),
     "genrec.serve": ("genrec.train", "genrec.cli"),
 }
+
+# model modules take data objects and read no file: only the builders (genrec.models.build,
+# genrec.llm.build) call these
+LOADERS = {
+    "load_text_model",
+    "cached_item_embeddings",
+    "render_item_texts",
+    "semantic_ids_for",
+    "read_index_json",
+    "cache_dir",
+    "load_causal_lm",
+}
+MODEL_MODULES = [
+    "genrec.models.sasrec",
+    "genrec.models.hstu",
+    "genrec.models.causal_lm",
+    "genrec.models.hllm",
+    "genrec.models.tiger",
+    "genrec.llm.sid_llm",
+]
 
 IMPORT_PACKAGE = """
 import importlib, pkgutil
@@ -98,7 +120,15 @@ def test_every_registered_model_name_resolves_to_its_config_and_model_class():
         generative = issubclass(model, GenerativeRecommender)
         assert generative or issubclass(model, SequentialRecommender)
         assert isinstance(config, GenerativeConfig) == generative
+        assert callable(model_builder(name))
     with pytest.raises(ConfigError, match="unknown model 'sasrek'"):
         model_config_class("sasrek")
     with pytest.raises(ConfigError, match="unknown trained model 'popularity'"):
         model_class("popularity")
+
+
+@pytest.mark.parametrize("module", MODEL_MODULES)
+def test_a_model_module_reads_no_files(module):
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert imported & LOADERS == set()

@@ -25,6 +25,7 @@ from conftest import walk_dataset
 
 pytest.importorskip("transformers")
 
+from genrec.models.build import build_tiger  # noqa: E402
 from genrec.models.tiger import TIGER, TIGERConfig  # noqa: E402
 
 TINY = dict(dim=32, num_layers=1, num_heads=2, head_dim=16, ffn_dim=64, dropout=0.0, user_tokens=8, num_beams=10)
@@ -235,14 +236,14 @@ def test_tiger_bad_input(tmp_path, caplog):
     with pytest.raises(ConfigError, match="eval.ks goes up to 200 but model.num_beams is 50"):
         load_config(None, ["model.name=tiger", "eval.ks=[10,200]"])
     with pytest.raises(DataError, match="has no 'sid' item column; build SIDs with `genrec sid build`"):
-        TIGER.for_dataset(dataset, TIGERConfig(**TINY))  # a dataset without SIDs and no sid_file
+        build_tiger(dataset, TIGERConfig(**TINY))  # a dataset without SIDs and no sid_file
     table = json.loads(sid_file.read_text())
     table["i3"] = ["<a_0>", "<b_1>"]
     sid_file.write_text(json.dumps(table))
     with pytest.raises(DataError, match="different numbers of levels"):
-        TIGER.for_dataset(dataset, TIGERConfig(**TINY, sid_file=str(sid_file)))
+        build_tiger(dataset, TIGERConfig(**TINY, sid_file=str(sid_file)))
     table["i3"] = table["i4"]  # a duplicate SID: reported, and the two items tie in the ranking
     sid_file.write_text(json.dumps(table))
     with caplog.at_level(logging.WARNING, logger="genrec.models"):
-        TIGER.for_dataset(dataset, TIGERConfig(**TINY, sid_file=str(sid_file)))
+        build_tiger(dataset, TIGERConfig(**TINY, sid_file=str(sid_file)))
     assert "1 items share a semantic ID" in caplog.text

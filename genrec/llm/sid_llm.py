@@ -12,27 +12,25 @@ change the search. The beams, best first, are the ranking for the shared evaluat
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer
 from genrec.items.beam_search import Beams, constrained_beam_search
-from genrec.items.llm_embed import context_length, load_text_model, resolve_model_path
-from genrec.items.semantic_ids import semantic_ids_for
+from genrec.items.llm_embed import context_length
+from genrec.items.semantic_ids import SemanticIds
 from genrec.items.trie import LevelTables
 from genrec.llm.prompts import PromptBuilder, left_padded
 from genrec.llm.sid_llm_config import SIDLLMConfig
 from genrec.llm.sid_tokens import add_sid_tokens
 from genrec.models.base import GenerativeRecommender
-from genrec.models.base_config import ModelConfig
 from genrec.models.llm_tuning import prepare_for_training
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
-    from genrec.data.dataset import Dataset
 
 log = logging.getLogger("genrec.llm")
 
@@ -40,30 +38,23 @@ log = logging.getLogger("genrec.llm")
 class SIDLLM(GenerativeRecommender):
     config: SIDLLMConfig
 
-    def __init__(self, dataset: Dataset, config: SIDLLMConfig) -> None:
+    def __init__(
+        self, config: SIDLLMConfig, sids: SemanticIds, llm: nn.Module, tokenizer: Any, titles: list[str]
+    ) -> None:
+        """sids: every item's semantic ID; llm, tokenizer: the pretrained causal LM (with its LM head)
+        and its tokenizer, which gain one token per SID code; titles: [N+1] item titles for the
+        prompts ("" when unknown). `genrec.llm.build.build_sid_llm` reads them for a dataset."""
         super().__init__()
         self.config = config
-        sids = semantic_ids_for(dataset, config.sid_file)
         if sids.collisions():
             log.warning("%d items share a semantic ID with another item: they tie in the ranking", sids.collisions())
-        self.num_items, self.max_len, self.train_len = dataset.num_items, config.max_len, config.train_len
-        model, tokenizer = load_text_model(resolve_model_path(config.path, config.gguf_file), causal_lm_head=True)
-        extended = add_sid_tokens(model, tokenizer, sids)
+        self.num_items, self.max_len, self.train_len = sids.num_items, config.max_len, config.train_len
+        extended = add_sid_tokens(llm, tokenizer, sids)
         self.tokenizer = tokenizer
         self.register_buffer("item_tokens", extended.item_tokens)  # [N+1, L]; a checkpoint must match it
-        limit = min(config.max_prompt_tokens, (context_length(model) or 10**9) - sids.num_levels - 1)
-        titles = _item_titles(
-            dataset, config.prompts.title_field, needed=len(config.tasks) > 1 or config.prompts.with_titles
-        )
+        limit = min(config.max_prompt_tokens, (context_length(llm) or 10**9) - sids.num_levels - 1)
         self.prompts = PromptBuilder(config.prompts, tokenizer, extended.item_tokens, titles, limit)
-        self.llm = prepare_for_training(model, config, "model", new_tokens=extended.new_token_ids)
-
-    @classmethod
-    def for_dataset(
-        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
-    ) -> SIDLLM:
-        assert isinstance(config, SIDLLMConfig)
-        return cls(dataset, config)
+        self.llm = prepare_for_training(llm, config, "model", new_tokens=extended.new_token_ids)
 
     # ---- training ---------------------------------------------------------------------------------
     def answer_logprobs(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -173,18 +164,3 @@ class SIDLLM(GenerativeRecommender):
                 self.prompts.max_prompt_tokens,
             )
         return super().scorer()
-
-
-def _item_titles(dataset: Dataset, column: str, needed: bool) -> list[str]:
-    names = dataset.items.schema.names
-    if column not in names:
-        if needed:
-            raise ConfigError(
-                f"the prompts use item titles but the dataset has no {column!r} item field "
-                f"(fields: {', '.join(names)}); set model.prompts.title_field"
-            )
-        return [""] * (dataset.num_items + 1)
-    titles = [""] * (dataset.num_items + 1)
-    for item, title in zip(dataset.items["item"].to_pylist(), dataset.items[column].to_pylist()):
-        titles[item] = title or ""
-    return titles

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from genrec.models.registry import MODEL_NAMES, model_class, model_config_class
+from genrec.models.registry import MODEL_NAMES, model_builder, model_class, model_config_class
 
 # public name -> the module that defines it
 _LAZY: dict[str, str] = {
@@ -41,4 +41,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'genrec.models' has no attribute {name!r}")
 
 
-__all__ = ["MODEL_NAMES", "model_class", "model_config_class", *_LAZY]
+__all__ = ["MODEL_NAMES", "model_builder", "model_class", "model_config_class", *_LAZY]

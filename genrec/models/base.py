@@ -20,12 +20,11 @@ from genrec.errors import DataError
 from genrec.eval.evaluator import EvalBatch, Scorer
 from genrec.items.beam_search import Beams, beams_to_scores
 from genrec.items.trie import LevelTables, SIDTrie
-from genrec.models.base_config import GenerativeConfig, ModelConfig
+from genrec.models.base_config import GenerativeConfig
 from genrec.models.item_encoder import ItemEncoder
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
-    from genrec.data.dataset import Dataset
 
 
 class SequentialRecommender(nn.Module, ABC):
@@ -68,13 +67,6 @@ class SequentialRecommender(nn.Module, ABC):
         for key in [k for k in state_dict if k.startswith(old)]:
             state_dict[prefix + "item_encoder." + key[len(old) :]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    @classmethod
-    def for_dataset(
-        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
-    ) -> SequentialRecommender:
-        """A fresh model for `dataset` (models that read item text or features override this)."""
-        return cls(dataset.num_items, config)  # type: ignore[call-arg]
 
     def scorer(self) -> Scorer:
         """Full-catalogue scores for the evaluator (the item table is computed once, here)."""
@@ -178,13 +170,6 @@ class GenerativeRecommender(nn.Module, ABC):
                 f"the codes differ): use the SIDs the model was trained with"
             )
         return super().load_state_dict(state_dict, strict, assign)
-
-    @classmethod
-    @abstractmethod
-    def for_dataset(
-        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
-    ) -> GenerativeRecommender:
-        """A fresh model for `dataset` (generative models read the items' semantic IDs from it)."""
 
     @property
     def device(self) -> torch.device:

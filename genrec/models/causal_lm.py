@@ -10,21 +10,14 @@ own the item encoder is an ID table of the LLM's width; inside HLLM it is the it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.items.llm_embed import load_text_model, resolve_model_path
 from genrec.models.base import SequentialRecommender
-from genrec.models.base_config import ModelConfig
 from genrec.models.causal_lm_config import CausalLMConfig
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
 from genrec.models.llm_tuning import prepare_for_training
-
-if TYPE_CHECKING:
-    from genrec.data.dataset import Dataset
 
 
 class CausalLMRecommender(SequentialRecommender):
@@ -33,7 +26,7 @@ class CausalLMRecommender(SequentialRecommender):
     def __init__(
         self, num_items: int, config: CausalLMConfig, llm: nn.Module, item_encoder: ItemEncoder | None = None
     ) -> None:
-        """llm: the pretrained model (`load_causal_lm`); item_encoder: ids [...] -> [..., the LLM's width],
+        """llm: the pretrained model, without its LM head (`genrec.models.build.load_causal_lm`); item_encoder: ids [...] -> [..., the LLM's width],
         initialised (default: an ID table)."""
         super().__init__()
         self.num_items = num_items
@@ -47,13 +40,6 @@ class CausalLMRecommender(SequentialRecommender):
             with torch.no_grad():
                 table.weight[0].zero_()
         self.item_encoder = item_encoder if table is None else table
-
-    @classmethod
-    def for_dataset(
-        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
-    ) -> CausalLMRecommender:
-        assert isinstance(config, CausalLMConfig)
-        return cls(dataset.num_items, config, load_causal_lm(config))
 
     @property
     def dim(self) -> int:
@@ -75,9 +61,3 @@ class CausalLMRecommender(SequentialRecommender):
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.item_encoder(ids).float(), dim=-1, eps=1e-6)
-
-
-def load_causal_lm(config: CausalLMConfig) -> nn.Module:
-    """The pretrained model `config.path` names, without its LM head (the user vectors are hidden states)."""
-    model, _ = load_text_model(resolve_model_path(config.path, config.gguf_file))
-    return model

@@ -19,34 +19,14 @@ hidden states have a few dimensions of huge magnitude that would otherwise swamp
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 from torch import nn
 
-from genrec.data.dataset import Dataset
-from genrec.data.raw import cache_dir
-from genrec.items.llm_embed import (
-    TextEncoder,
-    TokenizedTexts,
-    cached_item_embeddings,
-    context_length,
-    embed_catalogue,
-    load_text_model,
-    resolve_model_path,
-    tokenize_texts,
-)
-from genrec.items.text import render_item_texts
+from genrec.items.llm_embed import TextEncoder, TokenizedTexts, embed_catalogue
 from genrec.models.base import SequentialRecommender
-from genrec.models.causal_lm import CausalLMRecommender, load_causal_lm
-from genrec.models.causal_lm_config import CausalLMConfig
 from genrec.models.hllm_config import HLLMConfig
 from genrec.models.item_encoder import ItemEncoder
-from genrec.models.llm_tuning import prepare_for_training
-from genrec.models.registry import model_class
-
-log = logging.getLogger("genrec.models")
 
 
 class Standardise(nn.Module):
@@ -177,51 +157,6 @@ class HLLM(SequentialRecommender):
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         return self.user_model.item_vectors(ids)
-
-    @classmethod
-    def for_dataset(
-        cls, dataset: Dataset, config: HLLMConfig, device: torch.device | None = None, progress: bool = True
-    ) -> HLLM:
-        """Render the item texts of `dataset`, build the item tower (embedding the catalogue through
-        the cache when the item LLM is frozen) and the user model."""
-        c = config.item_llm
-        device = device or torch.device("cpu")
-        texts = render_item_texts(dataset, c.template())
-        if texts.empty:
-            log.warning(
-                "%d items have no text in fields %s; they are embedded from the prompt alone",
-                texts.empty,
-                ", ".join(texts.fields),
-            )
-        location = resolve_model_path(c.path, c.gguf_file)
-        user = config.user  # one of hllm_config.USER_MODELS
-        user_llm = load_causal_lm(user) if isinstance(user, CausalLMConfig) else None
-        dim = user_llm.config.hidden_size if user_llm is not None else user.dim  # type: ignore[attr-defined]
-        tower: ItemEncoder
-        if not config.end_to_end:
-            table, _ = cached_item_embeddings(
-                location,
-                texts.texts,
-                c.pooling,
-                c.max_tokens,
-                cache_dir() / "item-embeddings",
-                c.batch_size,
-                device,
-                progress,
-            )
-            tower = FrozenTextTower(torch.from_numpy(table), dim)
-        else:
-            model, tokenizer = load_text_model(location)
-            model = prepare_for_training(model, c, "model.item_llm")
-            encoder = TextEncoder(model, c.pooling, c.item_tokens)
-            reserve = encoder.num_item_tokens
-            tokens = tokenize_texts(texts.texts, tokenizer, c.max_tokens, reserve, context_length(model))
-            tower = LLMTextTower(encoder.to(device), tokens, tokenizer.pad_token_id, dim, c.batch_size)
-        if user_llm is not None:
-            user_model: SequentialRecommender = CausalLMRecommender(dataset.num_items, user, user_llm, tower)
-        else:
-            user_model = model_class(user.name)(dataset.num_items, user, tower)  # type: ignore[call-arg,assignment]
-        return cls(config, user_model.to(device))
 
 
 __all__ = ["HLLM", "FrozenTextTower", "LLMTextTower"]

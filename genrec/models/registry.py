@@ -1,8 +1,9 @@
-"""Model names -> their config and model classes, imported on first use.
+"""Model names -> their config class, model class and builder, imported on first use.
 
-Reading a config must import neither torch nor any model, so the tables name each class as
-"module:Class" (as transformers' auto classes do) and `model_config_class` / `model_class` import
-the module when asked. Config modules are torch-free (`*_config.py`); model modules are not.
+Reading a config must import neither torch nor any model, so the tables name each object as
+"module:name" (as transformers' auto classes do) and `model_config_class`, `model_class` and
+`model_builder` import the module when asked. Config modules are torch-free (`*_config.py`); model
+modules are not. A builder makes a fresh model for a dataset (`genrec.models.build`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ from typing import TYPE_CHECKING
 from genrec.errors import unknown_name
 
 if TYPE_CHECKING:
-    from genrec.models.base import GenerativeRecommender, SequentialRecommender
+    from collections.abc import Callable
+
+    import torch
+
+    from genrec.data.dataset import Dataset
+    from genrec.models.base import GenerativeRecommender, Recommender, SequentialRecommender
     from genrec.models.base_config import ModelConfig
+
+    # (dataset, config, device, progress) -> a fresh model on `device` or the CPU
+    ModelBuilder = Callable[[Dataset, ModelConfig, torch.device | None, bool], Recommender]
 
 # model name (`model.name` in a config) -> its config class
 MODEL_CONFIGS: dict[str, str] = {
@@ -35,11 +44,20 @@ MODELS: dict[str, str] = {
     "tiger": "genrec.models.tiger:TIGER",
     "sid-llm": "genrec.llm.sid_llm:SIDLLM",
 }
+# model name -> the function that builds the trained model for a dataset
+BUILDERS: dict[str, str] = {
+    "sasrec": "genrec.models.build:build_id_model",
+    "hstu": "genrec.models.build:build_id_model",
+    "llm": "genrec.models.build:build_causal_lm",
+    "hllm": "genrec.models.build:build_hllm",
+    "tiger": "genrec.models.build:build_tiger",
+    "sid-llm": "genrec.llm.build:build_sid_llm",
+}
 MODEL_NAMES: tuple[str, ...] = tuple(MODEL_CONFIGS)
 
 
 def resolve(target: str) -> object:
-    """ "package.module:Name" -> the object, importing the module."""
+    """ "package.module:name" -> the object, importing the module."""
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)
 
@@ -56,3 +74,10 @@ def model_class(name: str) -> type[SequentialRecommender] | type[GenerativeRecom
     if name not in MODELS:
         raise unknown_name("trained model", name, tuple(MODELS))
     return resolve(MODELS[name])  # type: ignore[return-value]
+
+
+def model_builder(name: str) -> ModelBuilder:
+    """The builder of trained model `name`: (dataset, config, device, progress) -> a fresh model."""
+    if name not in BUILDERS:
+        raise unknown_name("trained model", name, tuple(BUILDERS))
+    return resolve(BUILDERS[name])  # type: ignore[return-value]

@@ -21,16 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from genrec.items.beam_search import Beams, constrained_beam_search
-from genrec.items.semantic_ids import SemanticIds, semantic_ids_for
+from genrec.items.semantic_ids import SemanticIds
 from genrec.items.trie import LevelTables
 from genrec.models.base import GenerativeRecommender
-from genrec.models.base_config import ModelConfig
 from genrec.models.tiger_config import TIGERConfig
 from genrec.optional import require
 
 if TYPE_CHECKING:
     from genrec.data.batching import SequenceBatch
-    from genrec.data.dataset import Dataset
 
 log = logging.getLogger("genrec.models")
 
@@ -98,13 +96,6 @@ class TIGER(GenerativeRecommender):
             decoder_start_token_id=SIDVocabulary.PAD,
         )
         self.t5 = transformers.T5ForConditionalGeneration(t5)
-
-    @classmethod
-    def for_dataset(
-        cls, dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
-    ) -> TIGER:
-        assert isinstance(config, TIGERConfig)
-        return cls(semantic_ids_for(dataset, config.sid_file), config)
 
     # ---- the encoder input ------------------------------------------------------------------------
     def encoder_inputs(
