@@ -76,7 +76,7 @@ def _data_info(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from genrec.config import RunConfig, apply_overrides, from_dict, to_dict
     from genrec.runner import dataset_for, dataset_of_run, evaluate_split, format_table, scorer_for, split_for
-    from genrec.runs import RunDir
+    from genrec.run_dir import RunDir
 
     if args.run_dir is not None:
         if args.data is not None or args.model is not None:
@@ -109,7 +109,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _resumed_config(run_dir: str, given: RunConfig | None, overrides: list[str], may_change: str) -> RunConfig:
     """The config of a resumed run: the run's own (or `given`) with the overrides; only `may_change` may differ."""
     from genrec.config import RunConfig, apply_overrides, config_differences, from_dict, to_dict
-    from genrec.runs import RunDir
+    from genrec.run_dir import RunDir
 
     saved = RunDir.open(run_dir).config()
     config = given or from_dict(RunConfig, apply_overrides(to_dict(saved), overrides))
@@ -125,7 +125,7 @@ def _resumed_config(run_dir: str, given: RunConfig | None, overrides: list[str],
 def _train(args: argparse.Namespace) -> int:
     from genrec.config import load_config
     from genrec.runner import format_table, run
-    from genrec.runs import default_run_dir
+    from genrec.run_dir import default_run_dir
 
     args.set = args.set + _shortcut_overrides(args)
 
@@ -228,7 +228,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _recommend(args: argparse.Namespace) -> int:
     from genrec.io import check_output_not_input
-    from genrec.runs import RUN_FILES
+    from genrec.run_dir import RUN_FILES
     from genrec.serve.batch import recommend_to_parquet
     from genrec.serve.recommender import Recommender
 
@@ -284,7 +284,7 @@ def _serve(args: argparse.Namespace) -> int:
     require("uvicorn")
     import uvicorn
 
-    from genrec.runs import RunDir
+    from genrec.run_dir import RunDir
     from genrec.serve.app import create_app
 
     RunDir.open(args.run_dir).config()  # a wrong path fails now, with one line, not in the server's log
@@ -336,7 +336,7 @@ def _sid_build(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from genrec.io import check_output_not_input
     from genrec.runner import QUICKSTART_EPOCHS, format_table, quickstart
-    from genrec.runs import default_run_dir
+    from genrec.run_dir import default_run_dir
 
     out = Path(args.out or default_run_dir("quickstart"))
     check_output_not_input(out, {"raw data (--raw)": args.raw})

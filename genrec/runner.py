@@ -31,7 +31,7 @@ from genrec.io import check_output_not_input, exclusive_lock, sha256_file
 from genrec.models.base import Recommender
 from genrec.models.popularity import Popularity
 from genrec.models.registry import model_builder
-from genrec.runs import RunDir
+from genrec.run_dir import RunDir
 from genrec.train.distributed import init_distributed, shutdown_distributed
 from genrec.train.trainer import Trainer, resolve_device
 

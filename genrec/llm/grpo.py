@@ -37,7 +37,7 @@ from genrec.errors import ConfigError, GenrecError
 from genrec.eval.evaluator import EvalBatch, Scorer
 from genrec.items.trie import LevelTables
 from genrec.llm.sid_llm import SIDLLM
-from genrec.runs import RunDir
+from genrec.run_dir import RunDir
 from genrec.train.objectives import Objective, StepContext, StepResult
 
 log = logging.getLogger("genrec.llm")

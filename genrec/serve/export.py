@@ -25,7 +25,7 @@ from genrec.checkpoints import BEST_CHECKPOINT, load_weights
 from genrec.errors import ConfigError
 from genrec.io import atomic_output_dir, check_output_not_input
 from genrec.models.base_config import GenerativeConfig
-from genrec.runs import RUN_FILES, RunDir
+from genrec.run_dir import RUN_FILES, RunDir
 from genrec.serve.index import INDEX_FILE, INDEX_META, IndexParams, ItemIndex, require_faiss
 
 EMBEDDINGS = "item_embeddings.npy"

@@ -40,7 +40,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import EvalBatch, Scorer, auto_batch_size, padded_histories
 from genrec.models.base import GenerativeRecommender, SequentialScorer
 from genrec.models.popularity import Popularity
-from genrec.runs import RunDir
+from genrec.run_dir import RunDir
 
 if TYPE_CHECKING:
     from genrec.serve.index import ItemIndex

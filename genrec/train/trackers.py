@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from genrec.config import RunConfig, to_dict
 from genrec.errors import ConfigError
-from genrec.runs import RunDir
+from genrec.run_dir import RunDir
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 

@@ -41,7 +41,7 @@ from genrec.data.splits import Split
 from genrec.errors import CheckpointError, GenrecError
 from genrec.eval.evaluator import evaluate
 from genrec.models.base import Recommender
-from genrec.runs import RunDir
+from genrec.run_dir import RunDir
 from genrec.threads import adapt_threads
 from genrec.train.distributed import DistContext
 from genrec.train.objectives import Objective, StepContext, default_objective, total_steps
