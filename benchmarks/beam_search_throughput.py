@@ -16,8 +16,8 @@ from pathlib import Path
 
 from genrec.checkpoints import BEST_CHECKPOINT, load_weights
 from genrec.eval.evaluator import evaluate
-from genrec.runner import build_model, dataset_for, split_for
 from genrec.run_dir import RunDir
+from genrec.runner import build_model, dataset_for, split_for
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ from genrec.config import load_config
 from genrec.data import prepare_dataset
 from genrec.data.dataset import Dataset
 from genrec.eval.evaluator import evaluate
-from genrec.runner import build_model, record_dataset, split_for
 from genrec.run_dir import RunDir
+from genrec.runner import build_model, record_dataset, split_for
 from genrec.serve import Recommender
 from genrec.serve.batch import recommend_to_parquet
 

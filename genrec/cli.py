@@ -75,8 +75,8 @@ def _data_info(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from genrec.config import RunConfig, apply_overrides, from_dict, to_dict
-    from genrec.runner import dataset_for, dataset_of_run, evaluate_split, format_table, scorer_for, split_for
     from genrec.run_dir import RunDir
+    from genrec.runner import dataset_for, dataset_of_run, evaluate_split, format_table, scorer_for, split_for
 
     if args.run_dir is not None:
         if args.data is not None or args.model is not None:
@@ -124,8 +124,8 @@ def _resumed_config(run_dir: str, given: RunConfig | None, overrides: list[str],
 
 def _train(args: argparse.Namespace) -> int:
     from genrec.config import load_config
-    from genrec.runner import format_table, run
     from genrec.run_dir import default_run_dir
+    from genrec.runner import format_table, run
 
     args.set = args.set + _shortcut_overrides(args)
 
@@ -335,8 +335,8 @@ def _sid_build(args: argparse.Namespace) -> int:
 
 def _quickstart(args: argparse.Namespace) -> int:
     from genrec.io import check_output_not_input
-    from genrec.runner import QUICKSTART_EPOCHS, format_table, quickstart
     from genrec.run_dir import default_run_dir
+    from genrec.runner import QUICKSTART_EPOCHS, format_table, quickstart
 
     out = Path(args.out or default_run_dir("quickstart"))
     check_output_not_input(out, {"raw data (--raw)": args.raw})

@@ -15,8 +15,8 @@ from genrec.data.batching import TrainSequences
 from genrec.errors import ConfigError
 from genrec.items.semantic_ids import SemanticIds
 from genrec.llm.prompts import PromptConfig, left_padded
-from genrec.runner import build_model, dataset_for, run, run_rl, split_for
 from genrec.run_dir import RunDir
+from genrec.runner import build_model, dataset_for, run, run_rl, split_for
 
 from conftest import _write_tiny_llama, walk_dataset
 

@@ -16,8 +16,8 @@ from genrec.errors import ConfigError, DataError
 from genrec.items.beam_search import beams_to_scores, constrained_beam_search
 from genrec.items.semantic_ids import SemanticIds
 from genrec.items.trie import SIDTrie
-from genrec.runner import build_model, evaluate_split, run, scorer_for, split_for
 from genrec.run_dir import RunDir
+from genrec.runner import build_model, evaluate_split, run, scorer_for, split_for
 from genrec.serve.export import export_item_embeddings
 from genrec.train.trainer import Trainer
 

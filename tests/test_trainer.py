@@ -10,8 +10,8 @@ from genrec.cli import main
 from genrec.config import load_config
 from genrec.errors import ConfigError, GenrecError
 from genrec.models import SequentialScorer
-from genrec.runner import build_model, dataset_for, evaluate_split, run, split_for
 from genrec.run_dir import RunDir
+from genrec.runner import build_model, dataset_for, evaluate_split, run, split_for
 from genrec.train.losses import SampledSoftmaxLoss
 from genrec.train.trainer import Trainer, TrainingError
 
