@@ -216,9 +216,13 @@ def test_batches_and_weights_are_on_the_trainer_device(data_dir, monkeypatch):
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(monkeypatch):
     """Bit-exact comparisons: with several threads, CPU backward passes that scatter-add (embedding
-    and relative-bias gradients) sum in a varying order, so two identical runs differ by float noise."""
+    and relative-bias gradients) sum in a varying order, so two identical runs differ by float noise.
+    The thread governor an earlier in-process CLI call may have started is switched off too."""
+    import genrec.threads
+
+    monkeypatch.setattr(genrec.threads, "_governor", None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
