@@ -151,3 +151,6 @@ def test_hllm_folder_layout_with_item_id_first(tmp_path):
     items = {row["raw_id"]: row for row in ds.items.to_pylist()}
     assert items["i1"]["description"] == "A cat, jumping" and items["i2"]["description"] is None
     assert ds.manifest["preprocessing"]["dataset"] == "Pixel200K"
+    assert [s.to_dict() for s in ds.features["item"]] == [
+        {"name": "tag", "type": "sparse", "vocab_size": 2, "coverage": 1.0}  # PixelRec's tag
+    ]
