@@ -24,10 +24,9 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from genrec.data.filters import Filters
     from genrec.data.prepare import prepare_dataset
 
-    options = {
-        k: getattr(args, k)
-        for k in ("user_col", "item_col", "time_col", "rating_col", "delimiter", "items", "items_id_col", "encoding")
-    }
+    columns = ("user_col", "item_col", "time_col", "rating_col", "delimiter", "items", "items_id_col", "encoding")
+    options = {k: getattr(args, k) for k in (*columns, "users", "users_id_col")}
+    options.update(item_features=args.item_feature or None, user_features=args.user_feature or None)
     if args.text_cols is not None:
         options["text_cols"] = [c for c in args.text_cols.split(",") if c]
     options.update(
@@ -61,6 +60,9 @@ def _print_info(summary: dict, as_json: bool) -> None:
         print(json.dumps(summary))
         return
     for key, value in summary.items():
+        if key.endswith("_features") and isinstance(value, dict):  # one line per feature
+            print(f"{key:>17}: " + f"\n{'':>19}".join(f"{name}: {text}" for name, text in value.items()))
+            continue
         print(
             f"{key:>17}: {value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:>17}: {value}"
         )
@@ -70,6 +72,40 @@ def _data_info(args: argparse.Namespace) -> int:
     from genrec.data.dataset import Dataset
 
     _print_info(Dataset.load(args.dir).summary(), args.json)
+    return 0
+
+
+def _data_features(args: argparse.Namespace) -> int:
+    from genrec.data.dataset import Dataset
+    from genrec.data.vectors import attach_embedding, embed_item_texts, read_vectors
+
+    dataset = Dataset.load(args.dir)
+    if args.from_embeddings and args.embed_text:
+        raise GenrecError("give either --from-embeddings FILE or --embed-text MODEL, not both")
+    if args.from_embeddings or args.embed_text:
+        if args.from_embeddings:
+            vectors, present = read_vectors(args.from_embeddings, dataset)
+        else:
+            vectors, present = embed_item_texts(
+                dataset,
+                args.embed_text,
+                args.gguf_file,
+                args.pooling,
+                args.max_tokens,
+                args.batch_size,
+                args.device or "cpu",
+                _progress(args),
+            )
+        name = args.name or ("text_embedding" if args.embed_text else "embedding")
+        dataset = attach_embedding(dataset, name, vectors, present, overwrite=args.overwrite)
+    features = {side: [s.to_dict() for s in specs] for side, specs in dataset.features.items()}
+    if args.json:
+        print(json.dumps(features))
+        return 0
+    for side, specs in dataset.features.items():
+        print(f"{side} features:" + ("" if specs else " none"))
+        for spec in specs:
+            print(f"  {spec.name}: {spec.describe()}")
     return 0
 
 
@@ -93,11 +129,15 @@ def _eval(args: argparse.Namespace) -> int:
     overrides += [f"eval.ks=[{args.ks}]"] if args.ks else []
     config = from_dict(RunConfig, apply_overrides(base, overrides + args.set))
     dataset = dataset_for(config.data) if args.run_dir is None else dataset_of_run(RunDir.open(args.run_dir), config)
+    if args.new_items and args.cold is not None:
+        raise GenrecError("give either --cold N or --new-items (the same as --cold 0), not both")
+    cold_count = 0 if args.new_items else args.cold  # new items: no training event at all
     split = split_for(dataset, config)
     scorer = scorer_for(dataset, split, config, None if args.run_dir is None else Path(args.run_dir))
-    metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=_progress(args), cold=args.cold)
+    metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=_progress(args), cold=cold_count)
     if args.json:
-        cold = {} if args.cold is None else {"cold_max_train_count": args.cold}
+        cold = {} if cold_count is None else {"cold_max_train_count": cold_count}
+        cold.update({"new_items": True} if args.new_items else {})
         print(
             json.dumps({"model": config.model.name, "split": args.split, "protocol": split.protocol, **cold, **metrics})
         )
@@ -461,13 +501,53 @@ def build_parser() -> argparse.ArgumentParser:
     generic.add_argument("--encoding", help="text encoding of the CSV files (default utf-8; e.g. latin-1, cp1252)")
     generic.add_argument("--items", help="optional item table (CSV or Parquet)")
     generic.add_argument("--items-id-col", help="item id column of the item table (default: --item-col)")
-    generic.add_argument("--text-cols", help="comma-separated text columns of the item table (default: all others)")
+    generic.add_argument(
+        "--text-cols", help="comma-separated text columns of the item table (default: all but the features)"
+    )
+    generic.add_argument(
+        "--item-feature",
+        action="append",
+        metavar="COL:TYPE",
+        help="a typed feature column of the item table (repeatable): TYPE is sparse, array (CSV: values "
+        "separated by |) or continuous[:standard|log-standard|none], e.g. --item-feature genres:array",
+    )
+    generic.add_argument("--users", help="optional user table (CSV or Parquet) holding the --user-feature columns")
+    generic.add_argument("--users-id-col", help="user id column of the user table (default: --user-col)")
+    generic.add_argument(
+        "--user-feature", action="append", metavar="COL:TYPE", help="a typed feature column of the user table"
+    )
     prep.set_defaults(func=_data_prepare)
 
     info = _command(data_commands, "info", help="print a prepared dataset's counts")
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_data_info)
+
+    feat = _command(
+        data_commands,
+        "features",
+        help="list a dataset's typed features, or attach item vectors to it as an embedding feature",
+    )
+    feat.add_argument("dir", metavar="DIR")
+    attach = feat.add_argument_group("attach an embedding feature (written into DIR)")
+    attach.add_argument(
+        "--from-embeddings",
+        metavar="FILE",
+        help=".npy [N, D] (row r = item r+1) or [N+1, D]; .npz (genrec's item-embedding cache); "
+        ".parquet with columns item (raw id) and vector",
+    )
+    attach.add_argument(
+        "--embed-text", metavar="MODEL", help="embed the item text with a local model or python:PACKAGE"
+    )
+    attach.add_argument("--name", help="feature name (default embedding, or text_embedding with --embed-text)")
+    attach.add_argument("--overwrite", action="store_true", help="replace an embedding feature of the same name")
+    attach.add_argument("--gguf-file", help="--embed-text: a GGUF file in the model's directory")
+    attach.add_argument("--pooling", choices=["mean", "last"], default="mean", help="--embed-text: (default mean)")
+    attach.add_argument("--max-tokens", type=int, default=256, help="--embed-text: tokens per item (default 256)")
+    attach.add_argument("--batch-size", type=int, default=32, help="--embed-text: items per batch (default 32)")
+    attach.add_argument("--device", help="--embed-text: cpu, cuda, ... (default cpu)")
+    feat.add_argument("--json", action="store_true", help="print the features as one JSON object")
+    feat.set_defaults(func=_data_features)
 
     ev = _command(commands, "eval", help="full-ranking evaluation of a model or a run directory")
     ev.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory to evaluate")
@@ -476,8 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["test", "valid"])
     ev.add_argument(
         "--protocol",
-        choices=["auto", "leave-one-out", "time", "user", "predefined"],
-        help="default auto: the dataset's own split if it has one, else leave-one-out",
+        choices=["auto", "leave-one-out", "time", "user", "predefined", "new-items"],
+        help="default auto: the dataset's own split if it has one, else leave-one-out; new-items: the time "
+        "split's cases whose target has no training event",
     )
     ev.add_argument("--ks", help="comma-separated cutoffs (default 1,5,10,50,200)")
     ev.add_argument(
@@ -485,6 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="only the cases whose target item has at most N training interactions (cold items)",
+    )
+    ev.add_argument(
+        "--new-items",
+        action="store_true",
+        help="only the cases whose target item never occurs in training (new items; the same as --cold 0)",
     )
     ev.add_argument(
         "--set",

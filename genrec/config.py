@@ -51,10 +51,11 @@ class SplitConfig:
     """The evaluation protocol (see `genrec.data.splits`)."""
 
     # auto = the dataset's own split when it comes with one (MiniOneRec, UniSRec), else leave-one-out
-    protocol: Literal["auto", "leave-one-out", "time", "user", "predefined"] = "auto"
-    valid_fraction: float = 0.1  # time split (when no cut times are given) and user split
+    # new-items = the time split with only the targets no training event has (cold-start items)
+    protocol: Literal["auto", "leave-one-out", "time", "user", "predefined", "new-items"] = "auto"
+    valid_fraction: float = 0.1  # time / new-items split (when no cut times are given) and user split
     test_fraction: float = 0.1
-    valid_time: int | None = None  # time split cut points, unix seconds
+    valid_time: int | None = None  # time / new-items split cut points, unix seconds
     test_time: int | None = None
     time_targets: Literal["first", "all"] = "first"
     seed: int = 0  # user split

@@ -84,10 +84,11 @@ def test_amazon2018_json_metadata_with_duplicates(tmp_path):
             "description": ["Line one.", "<p>Line two</p>"],
             "category": ["Office", "Pens"],
             "brand": "Zebra",
+            "price": "$1,299.50",
         },
         {"asin": "A1", "title": "duplicate line"},
-        {"asin": "A2", "title": "Paper"},
-        {"asin": "A3", "title": "Clip"},
+        {"asin": "A2", "title": "Paper", "price": "$5.99 - $9.99"},
+        {"asin": "A3", "title": "Clip", "price": ".a-box-inner{background-color:#fff}"},
     ]
     write_gz(raw / "meta_Office_Products.json.gz", [json.dumps(m) for m in meta])
     ds = prepare_dataset("amazon2018", tmp_path / "ds", raw=raw)
@@ -99,7 +100,14 @@ def test_amazon2018_json_metadata_with_duplicates(tmp_path):
         "brand": "Zebra",
         "categories": ["Office", "Pens"],
         "description": "Line one. Line two",
+        "price": 1299.5,
     }
+    assert items["A2"]["price"] == 5.99 and items["A3"]["price"] is None  # a range: its first amount; HTML: missing
+    assert [(s.name, s.type, s.vocab_size, s.coverage) for s in ds.features["item"]] == [
+        ("brand", "sparse", 1, 0.3333),
+        ("categories", "array", 2, 0.3333),
+        ("price", "continuous", None, 0.6667),
+    ]
     assert ds.manifest["preprocessing"]["duplicate_metadata_lines_skipped"] == 1
     assert ds.manifest["source_options"] == {"category": None, "five_core": True}
 
@@ -143,3 +151,6 @@ def test_hllm_folder_layout_with_item_id_first(tmp_path):
     items = {row["raw_id"]: row for row in ds.items.to_pylist()}
     assert items["i1"]["description"] == "A cat, jumping" and items["i2"]["description"] is None
     assert ds.manifest["preprocessing"]["dataset"] == "Pixel200K"
+    assert [s.to_dict() for s in ds.features["item"]] == [
+        {"name": "tag", "type": "sparse", "vocab_size": 2, "coverage": 1.0}  # PixelRec's tag
+    ]

@@ -49,7 +49,7 @@ def test_ml100k_counts_text_and_ids(ml100k, data_dir):
     # raw ids are numbered in sorted order, so indices equal MovieLens ids
     assert ml100k.item_raw_ids()[1:] == list(range(1, 1683))
     assert ml100k.user_raw_ids()[1:] == list(range(1, 944))
-    assert ml100k.users.column_names == ["user", "raw_id", "age", "gender", "occupation", "zip"]
+    assert ml100k.users.column_names == ["user", "raw_id", "age", "gender", "occupation", "zip", "zip_prefix"]
     digest = hashlib.sha256((data_dir / "ml-100k" / "u.data").read_bytes()).hexdigest()
     assert ml100k.manifest["raw_files"]["u.data"]["sha256"] == digest
 
@@ -77,7 +77,15 @@ def test_ml1m_sample(data_dir, tmp_path):
     assert ds.manifest["catalogue"]["dropped_metadata_only_items"] == 3883 - distinct_movies
     assert ds.manifest["catalogue"]["items_without_metadata"] == 0
     users = ds.users.to_pylist()
-    assert users[0] == {"user": 1, "raw_id": 1, "age": 1, "gender": "F", "occupation": "10", "zip": "48067"}
+    assert users[0] == {
+        "user": 1,
+        "raw_id": 1,
+        "age": 1,
+        "gender": "F",
+        "occupation": "10",
+        "zip": "48067",
+        "zip_prefix": "4",
+    }
     expected = expected_sequences(rows)
     item_ids = ds.item_raw_ids()
     assert [item_ids[i] for i in ds.sequences.user(600)] == expected[600]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from genrec.data import Sequences, leave_one_out, make_split, prepare_dataset, time_split, user_split
-from genrec.errors import ConfigError
+from genrec.errors import ConfigError, DataError
 
 from conftest import write_lines
 
@@ -105,5 +105,38 @@ def test_user_split_holds_out_whole_users():
 
 def test_unknown_protocol_lists_the_valid_ones():
     seqs = sequences_of({1: [(1, 1), (2, 2), (3, 3)]})
-    with pytest.raises(ConfigError, match="auto, leave-one-out, predefined, time, user"):
+    with pytest.raises(ConfigError, match="auto, leave-one-out, new-items, predefined, time, user"):
         make_split(seqs, "random")
+
+
+def test_new_item_protocol_keeps_only_targets_never_seen_in_training():
+    # items 1-3 occur before the validation cut (t < 10); 4 first appears in validation, 5 and 6 in test
+    seqs = sequences_of(
+        {
+            1: [(1, 1), (2, 2), (4, 11), (5, 21), (6, 22)],  # valid: 4 (new); test: 5, 6 (new)
+            2: [(2, 3), (3, 12), (4, 13), (1, 24)],  # valid: 3 (seen), 4 (new); test: 1 (seen)
+            3: [(3, 4), (6, 25), (2, 26)],  # test: 6 (new), then 2 (seen)
+            4: [(5, 27)],  # no history: never a case
+        }
+    )
+    split = make_split(seqs, "new-items", valid_time=10, test_time=20)
+    assert split.protocol == "new-items"
+    assert sorted(set(split.train.items.tolist())) == [1, 2, 3]
+    assert list(zip(split.valid.users, split.valid.targets)) == [(1, 4), (2, 4)]
+    assert list(zip(split.test.users, split.test.targets)) == [(1, 5), (3, 6)]  # each user's first new target
+    # every history is the user's whole past, as in the time split
+    assert seqs.items[split.test.history_start[0] : split.test.history_end[0]].tolist() == [1, 2, 4]
+    every = make_split(seqs, "new-items", valid_time=10, test_time=20, time_targets="all")
+    assert list(zip(every.test.users, every.test.targets)) == [(1, 5), (1, 6), (3, 6)]
+    # the same cases as selecting the new items of the time split
+    time = make_split(seqs, "time", valid_time=10, test_time=20, time_targets="all")
+    assert time.new_item_cases("test").targets.tolist() == every.test.targets.tolist()
+    assert time.new_item_cases("test").targets.tolist() == time.cold_cases("test", 0).targets.tolist()
+
+
+def test_new_item_cases_under_leave_one_out_and_no_new_items():
+    seqs = sequences_of({1: [(1, 1), (2, 2), (3, 3)], 2: [(1, 1), (2, 2), (1, 3)]})
+    split = leave_one_out(seqs)
+    assert split.new_item_cases("test").targets.tolist() == [3]  # item 3 was never trained on
+    with pytest.raises(DataError, match="the new-items protocol leaves no test cases"):
+        make_split(sequences_of({1: [(1, 1), (1, 30)], 2: [(1, 2), (1, 31)]}), "new-items", valid_time=10, test_time=20)

@@ -12,11 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from genrec.data.features import FeatureSpec, features_from_manifest, missing_feature
 from genrec.errors import DataError
 
 MANIFEST = "manifest.json"
 SPLIT_CASES = "split_cases.parquet"
-FORMAT_VERSION = 1
+ITEM_VECTORS = "item_vectors.parquet"  # embedding features: item int32 + one fixed-size list column each
+FORMAT_VERSION = 2  # 2: typed features in the manifest
+READABLE_VERSIONS = (1, 2)  # a format-1 dataset (prepared before features) loads with no features
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,13 @@ class Dataset:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as exc:
             raise DataError(f"{manifest_path}: not valid JSON ({exc})") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise DataError(
-                f"{manifest_path}: dataset format version {manifest.get('format_version')!r}, this genrec reads "
-                f"{FORMAT_VERSION}; prepare it again with `genrec data prepare --overwrite`"
-            )
         if not isinstance(manifest, dict):
             raise DataError(f"{manifest_path}: expected a JSON object")
+        if manifest.get("format_version") not in READABLE_VERSIONS:
+            raise DataError(
+                f"{manifest_path}: dataset format version {manifest.get('format_version')!r}, this genrec reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; prepare it again with `genrec data prepare --overwrite`"
+            )
         for key in ("num_users", "num_items", "num_interactions"):
             value = manifest.get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -124,6 +127,7 @@ class Dataset:
                     f"{table} has {rows:,} rows but {MANIFEST} says {key} is {manifest[key]:,}: the files "
                     f"do not belong together; prepare the dataset again"
                 )
+        features_from_manifest(manifest, str(manifest_path))  # a malformed declaration fails here, not later
         return cls(path, manifest)
 
     @property
@@ -192,6 +196,29 @@ class Dataset:
         path = self.path / SPLIT_CASES
         return pq.read_table(path) if path.is_file() else None
 
+    @cached_property
+    def features(self) -> dict[str, list[FeatureSpec]]:
+        """The declared features: {"item": [...], "user": [...]} (none for datasets prepared before them)."""
+        return features_from_manifest(self.manifest, str(self.path / MANIFEST))
+
+    def feature(self, side: str, name: str) -> FeatureSpec:
+        """The spec of the `side` ("item" or "user") feature `name`; a ConfigError lists the ones there are."""
+        for spec in self.features[side]:
+            if spec.name == name:
+                return spec
+        raise missing_feature(side, name, str(self.path), self.features[side])
+
+    @cached_property
+    def item_vectors(self) -> pa.Table | None:
+        """The embedding features' vectors (columns item, then one per feature), if any were attached."""
+        path = self.path / ITEM_VECTORS
+        if not path.is_file():
+            return None
+        table = self._read(ITEM_VECTORS, {"item": "int"})
+        if table.num_rows != self.num_items:
+            raise DataError(f"{path} has {table.num_rows:,} rows but the dataset has {self.num_items:,} items")
+        return table
+
     def item_raw_ids(self) -> list:
         """Raw ids by item index: element i is the raw id of item i (element 0, padding, is None)."""
         return [None, *self.items["raw_id"].to_pylist()]
@@ -220,4 +247,13 @@ class Dataset:
             "median_history": float(np.median(self.sequences.lengths[1:])) if users else 0.0,
             "density": float(f"{events / (users * items):.3g}") if users and items else 0.0,  # 1 - sparsity
         }
-        return {"path": str(self.path), **{k: m.get(k) for k in counts}, **shape, **{k: m.get(k) for k in rest}}
+        features = {
+            f"{side}_features": {s.name: s.describe() for s in specs} or None for side, specs in self.features.items()
+        }
+        return {
+            "path": str(self.path),
+            **{k: m.get(k) for k in counts},
+            **shape,
+            **{k: m.get(k) for k in rest},
+            **features,
+        }

@@ -6,7 +6,9 @@ The canonical dataset (a folder):
     items.parquet         item int32 (1..N, row i is item i+1), raw_id, text / feature columns
     users.parquet         user int32 (1..M), raw_id [, feature columns]
     split_cases.parquet   only for datasets that come with their own split (see `RawTables`)
-    manifest.json         source, counts, raw-file checksums, filters, catalogue report
+    item_vectors.parquet  only once embedding features are attached (`genrec.data.vectors`)
+    manifest.json         source, counts, raw-file checksums, filters, catalogue report, and the typed
+                          features (`features.item` / `features.user`, see `genrec.data.features`)
 Index 0 is padding for items and users. Raw ids are numbered in sorted order, so for MovieLens
 100K the indices equal the raw ids.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 
 from genrec import __version__
 from genrec.data.dataset import FORMAT_VERSION, MANIFEST, SPLIT_CASES, Dataset
+from genrec.data.features import FeatureSpec, describe_features, features_to_manifest
 from genrec.data.filters import Filters
 from genrec.data.sources import RawTables, Source, get_source
 from genrec.errors import ConfigError, DataError
@@ -45,6 +48,7 @@ class Canonical:
     users: pa.Table
     stats: dict[str, Any]
     split_cases: pa.Table | None = None  # a predefined split: split, user, position, history_length
+    features: dict[str, list] = field(default_factory=dict)  # the manifest's features (see `describe_canonical`)
 
 
 def prepare_dataset(
@@ -89,6 +93,7 @@ def prepare_dataset(
             **canonical.stats,
             "filters": filters.to_dict(),
             "text_fields": tables.text_fields,
+            "features": canonical.features,
             "order": ORDER,
             "id_maps": {
                 "item": "items.parquet column raw_id: row i is item index i+1 (index 0 = padding)",
@@ -217,6 +222,8 @@ def build_canonical(tables: RawTables, filters: Filters) -> Canonical:
     for name in user_meta.column_names:
         users_table = users_table.append_column(name, user_meta[name])
 
+    item_specs = _declared(items_table, tables.item_features, "item")
+    user_specs = _declared(users_table, tables.user_features, "user")
     split_cases = None
     if tables.split_cases is not None:
         split_cases = _index_split_cases(tables.split_cases, user_raw, np.bincount(users, minlength=len(user_raw) + 1))
@@ -242,7 +249,19 @@ def build_canonical(tables: RawTables, filters: Filters) -> Canonical:
     if split_cases is not None:
         names, counts = np.unique(split_cases["split"].to_numpy(zero_copy_only=False), return_counts=True)
         stats["predefined_split"] = {str(n): int(c) for n, c in zip(names, counts)}
-    return Canonical(interactions, items_table, users_table, stats, split_cases)
+    features = features_to_manifest(item_specs, user_specs)
+    return Canonical(interactions, items_table, users_table, stats, split_cases, features)
+
+
+def _declared(table: pa.Table, specs: list[FeatureSpec], side: str) -> list[FeatureSpec]:
+    """The features of a canonical table with their statistics; features without any value are left
+    out (logged), since no model can learn from them."""
+    raw_ids = table["raw_id"]
+    described = describe_features(table, specs, f"the {side} table", lambda row: f"{side} {raw_ids[row].as_py()!r}")
+    for spec in described:
+        if not spec.coverage:
+            log.info("%s feature %r has no value for any %s: not declared", side, spec.name, side)
+    return [spec for spec in described if spec.coverage]
 
 
 def _index_split_cases(cases: pa.Table, user_raw: pa.Array, lengths: np.ndarray) -> pa.Table:

@@ -1,4 +1,4 @@
-"""Evaluation protocols: leave-one-out, time split and user split.
+"""Evaluation protocols: leave-one-out, time split, user split, and the new-item (cold-start) split.
 
 Every protocol returns a `Split`: the training events (a per-user prefix of each sequence) and
 the validation and test cases. A case is (user, target item, history = the events before the
@@ -16,7 +16,7 @@ import pyarrow as pa
 from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, DataError, unknown_name
 
-PROTOCOLS = ("auto", "leave-one-out", "time", "user", "predefined")
+PROTOCOLS = ("auto", "leave-one-out", "time", "user", "predefined", "new-items")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,11 @@ class Split:
         cases = self.cases(name)
         counts = np.bincount(self.train.items, minlength=int(cases.targets.max(initial=0)) + 1)
         return cases.take(np.flatnonzero(counts[cases.targets] <= max_train_count))
+
+    def new_item_cases(self, name: str) -> EvalCases:
+        """The cases of `name` whose target item never occurs in training (new items: only their
+        features can place them)."""
+        return self.cold_cases(name, 0)
 
 
 def leave_one_out(sequences: Sequences) -> Split:
@@ -168,6 +173,31 @@ def time_split(
         valid=cases((ts >= valid_time) & (ts < test_time)),
         test=cases(ts >= test_time),
     )
+
+
+def new_item_split(
+    sequences: Sequences,
+    valid_time: int,
+    test_time: int,
+    targets: Literal["first", "all"] = "first",
+) -> Split:
+    """Cold-start evaluation: the time split, keeping only the validation and test cases whose target
+    item has no training event (an item first seen after `valid_time`).
+
+    targets="first" keeps each user's first such case of each period; "all" keeps every one (each
+    with all of the user's earlier events as history).
+    """
+    split = time_split(sequences, valid_time, test_time, "all")
+    seen = np.zeros(int(sequences.items.max(initial=0)) + 1, dtype=bool)
+    seen[split.train.items] = True
+
+    def new(cases: EvalCases) -> EvalCases:
+        cases = cases.take(np.flatnonzero(~seen[cases.targets]))
+        if targets == "first":
+            cases = cases.take(np.unique(cases.users, return_index=True)[1])
+        return cases
+
+    return Split("new-items", sequences, split.train, new(split.valid), new(split.test))
 
 
 def user_split(sequences: Sequences, valid_fraction: float, test_fraction: float, seed: int = 0) -> Split:
@@ -254,12 +284,13 @@ def make_split(
         split = predefined_split(sequences, predefined)
     elif protocol == "leave-one-out":
         split = leave_one_out(sequences)
-    elif protocol == "time":
+    elif protocol in ("time", "new-items"):
         if valid_time is None or test_time is None:
             cut_valid, cut_test = time_cut_points(sequences, valid_fraction, test_fraction)
             valid_time = cut_valid if valid_time is None else valid_time
             test_time = cut_test if test_time is None else test_time
-        split = time_split(sequences, valid_time, test_time, time_targets)
+        protocol_split = time_split if protocol == "time" else new_item_split
+        split = protocol_split(sequences, valid_time, test_time, time_targets)
     elif protocol == "user":
         split = user_split(sequences, valid_fraction, test_fraction, seed)
     else:

@@ -5,6 +5,9 @@
 never `eval`). 2018: `<Category>_5.json.gz` (or the full `<Category>.json.gz`) and
 `meta_<Category>.json.gz`, both strict JSON lines. Item text: `title`, `brand`, `categories`
 (a list) and `description`, with HTML tags removed and entities decoded.
+
+Typed features: `brand` (sparse), `categories` (array) and `price` (continuous, log-standard; 2014
+gives a number, 2018 a text such as "$12.99" or "$5.99 - $9.99", read as its first amount).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import ast
 import gzip
 import html
 import json
+import math
 import re
 import zlib
 from collections.abc import Callable, Iterator
@@ -22,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from genrec.data.features import FeatureSpec
 from genrec.data.sources.base import RawTables, Source, check_no_nulls
 from genrec.data.sources.readers import read_table, require_file
 from genrec.errors import DataError
@@ -31,6 +36,12 @@ REVIEW_SCHEMA = pa.schema(
 )
 _TAG = re.compile(r"<[^>]+>")
 _ASIN = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
+_PRICE = re.compile(r"^\s*\$?\s*(\d[\d,]*(?:\.\d+)?)")
+ITEM_FEATURES = [
+    FeatureSpec("brand", "sparse"),
+    FeatureSpec("categories", "array"),
+    FeatureSpec("price", "continuous", "log-standard"),
+]
 
 
 def clean_text(value: Any) -> str | None:
@@ -41,6 +52,21 @@ def clean_text(value: Any) -> str | None:
         value = " ".join(str(v) for v in value)
     text = " ".join(html.unescape(_TAG.sub(" ", str(value))).split())
     return text or None
+
+
+def parse_price(value: Any) -> float | None:
+    """A price as a number: 2014's float, or 2018's text ("$12.99", "$1,299.00", "$5.99 - $9.99": the
+    first amount); anything else (empty, HTML, NaN, negative) is missing."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        price = float(value)
+    else:
+        match = _PRICE.match(str(value or ""))
+        if match is None:
+            return None
+        price = float(match.group(1).replace(",", ""))
+    return price if math.isfinite(price) and price >= 0 else None
 
 
 def flatten_categories(value: Any) -> list[str]:
@@ -134,6 +160,7 @@ def read_metadata(
             "brand": clean_text(record.get(fields["brand"])),
             "categories": flatten_categories(record.get(fields["categories"])),
             "description": clean_text(record.get(fields["description"])),
+            "price": parse_price(record.get("price")),
         }
     table = pa.table(
         {
@@ -142,6 +169,7 @@ def read_metadata(
             "brand": pa.array([r["brand"] for r in rows.values()], pa.string()),
             "categories": pa.array([r["categories"] for r in rows.values()], pa.list_(pa.string())),
             "description": pa.array([r["description"] for r in rows.values()], pa.string()),
+            "price": pa.array([r["price"] for r in rows.values()], pa.float64()),
         }
     )
     return table, duplicates
@@ -188,6 +216,7 @@ class _Amazon(Source):
             items=items,
             files=files,
             text_fields=["title", "brand", "categories", "description"] if items is not None else [],
+            item_features=ITEM_FEATURES if items is not None else [],
             info={**info, "category": reviews.name, "duplicate_metadata_lines_skipped": duplicates},
         )
 

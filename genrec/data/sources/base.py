@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from genrec.data.features import FeatureSpec
 from genrec.data.raw import Release, locate_release
 from genrec.errors import DataError
 
@@ -37,6 +38,8 @@ class RawTables:
     split_cases: a split that comes with the dataset: columns `split` ("train" / "valid" /
         "test"), `user` (raw id), `position` (int64, index of the target event in the user's
         sequence) and `history_length` (int64, how many events before it the case shows).
+    item_features / user_features: the columns of `items` / `users` that are typed features
+        (`genrec.data.features`); their statistics are filled in when the dataset is prepared.
     """
 
     interactions: pa.Table
@@ -48,6 +51,8 @@ class RawTables:
     has_timestamps: bool = True
     catalogue: str = "interactions"
     split_cases: pa.Table | None = None
+    item_features: list[FeatureSpec] = field(default_factory=list)
+    user_features: list[FeatureSpec] = field(default_factory=list)
 
 
 class Source(ABC):

@@ -5,6 +5,9 @@ text columns: PixelRec `title, tag, description`; HLLM's Amazon Books `title, de
 `--raw` may be that folder (with `--name`) or the interactions file (with `--items`). Columns are
 found by their header names, in any order (HLLM's own files put `item_id` first).
 
+PixelRec's item table has a `tag` column (the video's category): unless features are declared
+with `--item-feature`, it becomes a sparse feature.
+
 Ties: HLLM's reference code sorts all events by timestamp with pandas' default (not stable)
 sort, so the order of same-timestamp events, and with it some leave-one-out targets, depends on
 the sort implementation. genrec keeps the file order for ties (a stable sort), as everywhere.
@@ -15,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from genrec.data.features import FeatureSpec
 from genrec.data.sources.base import RawTables
 from genrec.data.sources.readers import require_file
 from genrec.data.sources.tabular import TabularSource
@@ -47,6 +51,8 @@ class HLLMSource(TabularSource):
                 self.opts.items = str(info)
             raw = interactions
         tables = super().read(raw)
+        if not self.opts.item_features and tables.items is not None and "tag" in tables.items.column_names:
+            tables.item_features = [FeatureSpec("tag", "sparse")]  # PixelRec
         tables.info = {
             "follows": "HLLM CSV as given (PixelRec / HLLM Amazon Books); ties keep file order, "
             "unlike HLLM's unstable pandas sort",

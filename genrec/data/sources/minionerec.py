@@ -6,6 +6,9 @@ items' `sid` column), and any of `<Name>.train/.valid/.test.csv` with columns `u
 history_item_title, item_title, history_item_id, item_id, history_item_sid, item_sid`, one row
 per sliding window (the history is the previous <= 10 items, a Python-list string). The split is
 MiniOneRec's global 8:1:1 time split of those windows and is kept as given.
+
+Typed features, where `item.json` has them: `brand` (sparse) and `categories` (array: a list, a
+Python-list string, or one category); an empty value is missing.
 """
 
 from __future__ import annotations
@@ -18,12 +21,31 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from genrec.data.features import FeatureSpec
 from genrec.data.sources.base import FolderSource, RawTables
 from genrec.data.sources.letter import int_key, load_json, sid_table
 from genrec.data.sources.windows import Window, chain_windows
 from genrec.errors import DataError
 
 CSV_COLUMNS = ("user_id", "history_item_id", "item_id")
+ITEM_FEATURES = {"brand": FeatureSpec("brand", "sparse"), "categories": FeatureSpec("categories", "array")}
+
+
+def _text(value: object) -> str | None:
+    """A field value as text; None and empty (or blank) values are missing."""
+    return None if value is None or not str(value).strip() else str(value)
+
+
+def _category_list(value: object) -> list[str] | None:
+    """`categories` as a list: a JSON list, a Python-list string, or one category (None if empty)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            pass
+    values = value if isinstance(value, list) else [value]
+    names = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    return names or None
 
 
 def _item_table(path: Path) -> tuple[pa.Table, list[str]]:
@@ -35,8 +57,13 @@ def _item_table(path: Path) -> tuple[pa.Table, list[str]]:
         fields += [k for k in record if k not in fields]
     columns: dict[str, list] = {"item": [int_key(k, path, "item") for k in catalogue]}
     for name in fields:
-        columns[name] = [None if record.get(name) is None else str(record[name]) for record in catalogue.values()]
-    return pa.table({"item": pa.array(columns.pop("item"), pa.int64()), **columns}), fields
+        parse = _category_list if name == "categories" else _text
+        columns[name] = [parse(record.get(name)) for record in catalogue.values()]
+    types = {name: pa.list_(pa.string()) if name == "categories" else pa.string() for name in fields}
+    table = pa.table({"item": pa.array(columns.pop("item"), pa.int64())})
+    for name in fields:
+        table = table.append_column(name, pa.array(columns[name], types[name]))
+    return table, fields
 
 
 def _windows(path: Path, split: str, known: set[int]) -> Iterator[Window]:
@@ -92,6 +119,7 @@ class MiniOneRecSource(FolderSource):
             has_timestamps=False,
             catalogue="metadata",
             split_cases=cases,
+            item_features=[ITEM_FEATURES[name] for name in fields if name in ITEM_FEATURES],
             info={
                 "follows": "MiniOneRec: Amazon 2018, global 8:1:1 time split of sliding windows of <= 10 items; "
                 "kept as given",

@@ -3,6 +3,10 @@
 Item text is split into separate fields: `title` (without the year suffix), `year` (int or null)
 and `genres` (a list of strings); ml-20m / ml-latest also give `tags` (distinct user tags, most
 frequent first) when `tags.csv` is present. User features come from `u.user` / `users.dat`.
+
+Typed features: items `genres` (array), `year` (continuous) and `tags` (array, most frequent first,
+so a model that keeps K tags per movie, `ArrayFeature.padded(K)`, keeps its top K); users `age`, `gender`, `occupation` and `zip_prefix` (the first character
+of the zip code: the US national ZIP area), all sparse.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from genrec.data.features import FeatureSpec
 from genrec.data.raw import Release
 from genrec.data.sources.base import RawTables, Source, check_no_nulls
 from genrec.data.sources.readers import read_table, split_lines
@@ -42,6 +47,9 @@ ML100K_GENRES = (
     "War",
     "Western",
 )
+
+ITEM_FEATURES = [FeatureSpec("genres", "array"), FeatureSpec("year", "continuous", "standard")]
+USER_FEATURES = [FeatureSpec(name, "sparse") for name in ("age", "gender", "occupation", "zip_prefix")]
 
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
 
@@ -118,6 +126,8 @@ class MovieLens100K(Source):
             users=users,
             files=files,
             text_fields=["title", "year", "genres"],
+            item_features=ITEM_FEATURES,
+            user_features=USER_FEATURES if users is not None else [],
         )
 
 
@@ -132,6 +142,7 @@ def _user_table(rows: list[list[str]], path: Path, order: tuple[int, int, int, i
                 "gender": pa.array([r[gender] for r in rows], pa.string()),
                 "occupation": pa.array([r[occupation] for r in rows], pa.string()),
                 "zip": pa.array([r[zipcode] for r in rows], pa.string()),
+                "zip_prefix": pa.array([r[zipcode].strip()[:1] or None for r in rows], pa.string()),
             }
         )
     except ValueError as exc:
@@ -172,6 +183,8 @@ class MovieLens1M(Source):
             users=users,
             files=files,
             text_fields=["title", "year", "genres"],
+            item_features=ITEM_FEATURES,
+            user_features=USER_FEATURES if users is not None else [],
         )
 
 
@@ -199,16 +212,19 @@ class MovieLensCSV(Source):
         ids = movies["movieId"].to_pylist()
         extra = {}
         text_fields = ["title", "year", "genres"]
+        features = list(ITEM_FEATURES)
         if (raw / "tags.csv").is_file():
             files.append(raw / "tags.csv")
             extra["tags"] = pa.array(_tags_per_movie(raw / "tags.csv", ids), pa.list_(pa.string()))
             text_fields.append("tags")
+            features.append(FeatureSpec("tags", "array"))
         titles = [t or "" for t in movies["title"].to_pylist()]
         return RawTables(
             interactions=_ratings(ratings, raw / "ratings.csv", 2),
             items=_item_table(ids, titles, genres, extra),
             files=files,
             text_fields=text_fields,
+            item_features=features,
         )
 
 

@@ -1,7 +1,10 @@
 """Any CSV or Parquet file of (user, item, timestamp[, rating]) events, with an optional item table.
 
 `--raw` is the interactions file; the column mapping names its columns. The item table (CSV or
-Parquet, by extension) has an id column and text columns (all other columns when none are named).
+Parquet, by extension) has an id column, text columns (all other columns that are not features,
+when none are named) and feature columns (`item_features`, e.g. `genres:array`); the user table
+has an id column and the `user_features`. In a CSV file an array feature's values share one cell,
+separated by `|`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from genrec.data.features import (
+    FeatureSpec,
+    check_feature_column,
+    check_unique_names,
+    parse_feature_option,
+    split_array_cells,
+)
 from genrec.data.sources.base import RawTables, Source, check_no_nulls, to_epoch_seconds
 from genrec.data.sources.readers import read_header, read_table, require_file
 from genrec.errors import ConfigError, DataError
@@ -28,7 +38,9 @@ class TabularOptions:
     delimiter: field separator of CSV files.
     encoding: text encoding of CSV files (Parquet strings are always UTF-8).
     items: optional item table; items_id_col defaults to item_col; text_cols defaults to every
-        other column of the item table.
+        other column of the item table that is not a feature.
+    item_features: typed feature columns of the item table, `COLUMN:TYPE[:NORMALISATION]`.
+    users: optional user table; users_id_col defaults to user_col; user_features as item_features.
     """
 
     user_col: str = "user_id"
@@ -40,6 +52,10 @@ class TabularOptions:
     items_id_col: str | None = None
     text_cols: list[str] | None = None
     encoding: str = "utf-8"
+    item_features: list[str] | None = None
+    users: str | None = None
+    users_id_col: str | None = None
+    user_features: list[str] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -97,7 +113,22 @@ class TabularSource(Source):
         return asdict(self.opts)
 
     def input_files(self) -> dict[str, Path]:
-        return {} if self.opts.items is None else {"item table (--items)": Path(self.opts.items).expanduser()}
+        files = {"item table (--items)": self.opts.items, "user table (--users)": self.opts.users}
+        return {name: Path(path).expanduser() for name, path in files.items() if path is not None}
+
+    def feature_specs(self) -> tuple[list[FeatureSpec], list[FeatureSpec]]:
+        """The declared item and user features; a feature named twice, or one without its table, is an error."""
+        o = self.opts
+        item = [parse_feature_option(t, "--item-feature") for t in o.item_features or []]
+        user = [parse_feature_option(t, "--user-feature") for t in o.user_features or []]
+        check_unique_names(item, "--item-feature")
+        check_unique_names(user, "--user-feature")
+        for specs, table, flag in ((item, o.items, "--items"), (user, o.users, "--users")):
+            if specs and table is None:
+                raise ConfigError(
+                    f"{specs[0].name!r} is declared as a feature, but there is no table for it ({flag} FILE)"
+                )
+        return item, user
 
     def read(self, raw: Path) -> RawTables:
         o = self.opts
@@ -120,34 +151,71 @@ class TabularSource(Source):
                 columns["rating"] = table[o.rating_col].cast(pa.float32())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 raise DataError(f"{raw}: column {o.rating_col!r} is not numeric") from None
-        files, items, text_fields = [raw], None, []
+        item_specs, user_specs = self.feature_specs()
+        files, items, users, text_fields = [raw], None, None, []
         if o.items:
             items_path = Path(o.items).expanduser()
-            id_col = o.items_id_col or o.item_col
-            items = _read_any(items_path, None, o.delimiter, o.encoding)
-            if id_col not in items.column_names:
-                raise DataError(
-                    f"{items_path}: no item id column {id_col!r}; its columns are "
-                    f"{', '.join(map(repr, items.column_names))} (set items_id_col)"
-                )
-            text_fields = o.text_cols if o.text_cols is not None else [c for c in items.column_names if c != id_col]
+            items = self._side_table(items_path, o.items_id_col or o.item_col, "item", item_specs, columns["item"].type)
+            feature_names = [s.name for s in item_specs]
+            others = [c for c in items.column_names if c != "item"]
+            text_fields = o.text_cols if o.text_cols is not None else [c for c in others if c not in feature_names]
             absent = [c for c in text_fields if c not in items.column_names]
             if absent:
                 raise DataError(f"{items_path}: no text column {', '.join(map(repr, absent))}")
-            check_no_nulls(items, [id_col], str(items_path), first_line=2)
-            check_id_type(items[id_col], f"{items_path}: column {id_col!r}")
-            check_unique(items[id_col], f"{items_path}: column {id_col!r}")
-            items = items.select([id_col, *text_fields]).rename_columns(["item", *text_fields])
-            item_type = columns["item"].type
-            if items["item"].type != item_type:
-                try:
-                    items = items.set_column(0, "item", items["item"].cast(item_type))
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    raise DataError(
-                        f"{items_path}: item ids of type {items['item'].type} do not match the interactions' {item_type}"
-                    ) from None
+            keep = [*text_fields, *(n for n in feature_names if n not in text_fields)]
+            items = items.select(["item", *keep])
             files.append(items_path)
-        return RawTables(interactions=pa.table(columns), items=items, files=files, text_fields=text_fields)
+        if o.users:
+            users_path = Path(o.users).expanduser()
+            users = self._side_table(users_path, o.users_id_col or o.user_col, "user", user_specs, columns["user"].type)
+            users = users.select(["user", *(s.name for s in user_specs)])
+            files.append(users_path)
+        return RawTables(
+            interactions=pa.table(columns),
+            items=items,
+            users=users,
+            files=files,
+            text_fields=text_fields,
+            item_features=item_specs,
+            user_features=user_specs,
+        )
+
+    def _side_table(
+        self, path: Path, id_col: str, key: str, specs: list[FeatureSpec], id_type: pa.DataType
+    ) -> pa.Table:
+        """An item or user table: ids checked and renamed to `key` (cast to the interactions' id type),
+        feature columns checked against their declared types (arrays split from `a|b` text cells)."""
+        table = _read_any(path, None, self.opts.delimiter, self.opts.encoding)
+        if id_col not in table.column_names:
+            raise DataError(
+                f"{path}: no {key} id column {id_col!r}; its columns are "
+                f"{', '.join(map(repr, table.column_names))} (set {key}s_id_col)"
+            )
+        check_no_nulls(table, [id_col], str(path), first_line=2)
+        check_id_type(table[id_col], f"{path}: column {id_col!r}")
+        check_unique(table[id_col], f"{path}: column {id_col!r}")
+        first_line = 1 if path.suffix == ".parquet" else 2
+        label = (lambda row: f"row {row + 1}") if first_line == 1 else (lambda row: f"line {row + 2}")
+        for spec in specs:
+            if spec.name not in table.column_names:
+                raise DataError(
+                    f"{path}: no column {spec.name!r} for the {key} feature; its columns are "
+                    f"{', '.join(map(repr, table.column_names))}"
+                )
+            if spec.type == "array":
+                table = table.set_column(
+                    table.column_names.index(spec.name), spec.name, split_array_cells(table[spec.name])
+                )
+            check_feature_column(table[spec.name], spec, str(path), label)
+        table = table.rename_columns([key if c == id_col else c for c in table.column_names])
+        if table[key].type != id_type:
+            try:
+                table = table.set_column(table.column_names.index(key), key, table[key].cast(id_type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise DataError(
+                    f"{path}: {key} ids of type {table[key].type} do not match the interactions' {id_type}"
+                ) from None
+        return table
 
 
 class ParquetSource(TabularSource):
