@@ -6,6 +6,7 @@ The CLI calls these functions and nothing else, so everything it does is also a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer, evaluate
 from genrec.io import check_output_not_input, exclusive_lock, sha256_file
 from genrec.models.base import Recommender
+from genrec.models.base_config import ItemFeatureOptions
 from genrec.models.popularity import Popularity
 from genrec.models.registry import model_builder
 from genrec.run_dir import RunDir
@@ -51,9 +53,14 @@ def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> R
             f"the dataset at {dataset.path} has no timestamps, but model {model_config.name!r} uses a "
             f"time bias: set {key}=0 (position bias only)"
         )
+    builder = model_builder(model_config.name)
+    if isinstance(model_config, ItemFeatureOptions) and model_config.uses_item_features:
+        # the features' vocabularies come from the training events only (the same split every time
+        # the model is rebuilt: for evaluation, serving, export)
+        builder = functools.partial(builder, train=split_for(dataset, config).train)
     torch.manual_seed(config.seed)
     device = resolve_device(config.train.device)
-    model = model_builder(model_config.name)(dataset, model_config, device, progress)
+    model = builder(dataset, model_config, device, progress)
     # on train.device for every caller (the trainer, GRPO, eval, serving): not every builder places it
     return model.to(device)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from genrec.errors import ConfigError
+
 
 @dataclass
 class ModelConfig:
@@ -56,3 +58,37 @@ class LLMTuning:
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=list)  # module names; empty = peft's default for the model
     gradient_checkpointing: bool = True  # recompute activations in the backward pass to save memory
+
+
+@dataclass
+class ItemFeatureOptions:
+    """Config fields of the models that can read items' side features (SASRec, HSTU; flat keys:
+    model.item_features, ...). `genrec.models.item_features.FeatureItemEncoder` applies them."""
+
+    # the dataset's item features the model reads (`genrec data info DATASET` lists them); [] = ids only
+    item_features: list[str] = field(default_factory=list)
+    # false: an item is its features only, so an item never seen in training still has a trained vector
+    item_id: bool = True
+    # items with fewer training events get no id vector (features only); 0 keeps every item's id
+    id_min_count: int = 0
+    feature_combine: Literal["sum", "concat"] = "sum"  # id and feature vectors: summed, or concatenated + linear
+    max_array_values: int = 32  # array features (genres, tags): at most this many values per item
+
+    @property
+    def uses_item_features(self) -> bool:
+        """Whether the item encoder is more than an ID table."""
+        return bool(self.item_features) or not self.item_id or self.id_min_count > 0
+
+    def check_item_features(self) -> None:
+        if not self.item_id and not self.item_features:
+            raise ConfigError("model.item_id=false makes items their features only: name some in model.item_features")
+        if len(set(self.item_features)) != len(self.item_features):
+            twice = next(n for n in self.item_features if self.item_features.count(n) > 1)
+            raise ConfigError(f"model.item_features names {twice!r} twice")
+        if self.id_min_count < 0 or self.max_array_values < 1:
+            raise ConfigError(
+                f"model.id_min_count must be >= 0 and model.max_array_values >= 1, got "
+                f"{self.id_min_count} and {self.max_array_values}"
+            )
+        if self.id_min_count > 0 and not self.item_features:
+            raise ConfigError("model.id_min_count drops the id vector of rare items: name model.item_features for them")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
-from genrec.data.dataset import Dataset
+from genrec.data.dataset import Dataset, Sequences
+from genrec.data.feature_tables import fit_features
 from genrec.data.raw import cache_dir
 from genrec.items.llm_embed import (
     TextEncoder,
@@ -26,12 +28,13 @@ from genrec.items.llm_embed import (
 from genrec.items.semantic_ids import semantic_ids_for
 from genrec.items.text import render_item_texts
 from genrec.models.base import SequentialRecommender
-from genrec.models.base_config import ModelConfig
+from genrec.models.base_config import ItemFeatureOptions, ModelConfig
 from genrec.models.causal_lm import CausalLMRecommender
 from genrec.models.causal_lm_config import CausalLMConfig
 from genrec.models.hllm import HLLM, FrozenTextTower, LLMTextTower
 from genrec.models.hllm_config import HLLMConfig, ItemLLMConfig
 from genrec.models.item_encoder import ItemEncoder
+from genrec.models.item_features import FeatureItemEncoder
 from genrec.models.llm_tuning import prepare_for_training
 from genrec.models.registry import model_class
 from genrec.models.tiger import TIGER
@@ -41,10 +44,34 @@ log = logging.getLogger("genrec.models")
 
 
 def build_id_model(
-    dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
+    dataset: Dataset,
+    config: ModelConfig,
+    device: torch.device | None = None,
+    progress: bool = True,
+    train: Sequences | None = None,
 ) -> SequentialRecommender:
-    """SASRec or HSTU over a learned ID table of the dataset's items."""
-    return model_class(config.name)(dataset.num_items, config)  # type: ignore[call-arg,return-value]
+    """SASRec or HSTU over a learned ID table of the dataset's items, or over their side features
+    (`model.item_features`), whose vocabularies are fitted on `train` (the split's training events)."""
+    assert isinstance(config, ItemFeatureOptions)
+    encoder = None
+    if config.uses_item_features:
+        if train is None:
+            raise ValueError("a model with item features is built from the split's training events (train=)")
+        features = fit_features(dataset, train, item=config.item_features, user=[]).item
+        has_id = None
+        if config.item_id and config.id_min_count > 0:
+            has_id = np.bincount(train.items, minlength=dataset.num_items + 1) >= config.id_min_count
+        dim = config.dim  # type: ignore[attr-defined]
+        encoder = FeatureItemEncoder(
+            dataset.num_items,
+            dim,
+            features,
+            config.item_id,
+            has_id,
+            config.feature_combine,
+            config.max_array_values,
+        )
+    return model_class(config.name)(dataset.num_items, config, encoder)  # type: ignore[call-arg,return-value]
 
 
 def build_causal_lm(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from genrec.errors import ConfigError
 from genrec.items.text import HLLM_PROMPT, Pooling, TextTemplate
-from genrec.models.base_config import LLMTuning, ModelConfig
+from genrec.models.base_config import ItemFeatureOptions, LLMTuning, ModelConfig
 from genrec.models.hstu_config import HSTUConfig
 
 # the models HLLM's user model can be (model names of `genrec.models.registry`)
@@ -54,6 +54,11 @@ class HLLMConfig(ModelConfig):
         if self.user.name not in USER_MODELS:
             raise ConfigError(
                 f"model.user.name: HLLM's user model must be one of {', '.join(USER_MODELS)}, got {self.user.name!r}"
+            )
+        if isinstance(self.user, ItemFeatureOptions) and self.user.uses_item_features:
+            raise ConfigError(
+                "model.user.item_features / item_id / id_min_count: HLLM's items are its item LLM's text "
+                "embeddings; side features are read by SASRec and HSTU (model.item_features)"
             )
 
     @property

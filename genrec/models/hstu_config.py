@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from genrec.errors import ConfigError
-from genrec.models.base_config import ModelConfig
+from genrec.models.base_config import ItemFeatureOptions, ModelConfig
 
 # the attention kernels of `genrec.models.hstu_attention`: reference = plain PyTorch, readable, runs
 # everywhere; compiled = the reference through torch.compile (fused elementwise ops)
@@ -14,7 +14,7 @@ HSTUKernel = Literal["reference", "compiled"]
 
 
 @dataclass
-class HSTUConfig(ModelConfig):
+class HSTUConfig(ItemFeatureOptions, ModelConfig):
     name: str = "hstu"
     max_len: int = 200  # longest history; also the attention normaliser n
     dim: int = 50  # item embedding and model width
@@ -29,6 +29,7 @@ class HSTUConfig(ModelConfig):
     kernel: HSTUKernel = "reference"  # attention kernel: reference | compiled
 
     def __post_init__(self) -> None:
+        self.check_item_features()
         if self.max_len < 1:
             raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
         for name in ("dim", "num_heads", "attention_dim", "value_dim"):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genrec.errors import ConfigError
-from genrec.models.base_config import ModelConfig
+from genrec.models.base_config import ItemFeatureOptions, ModelConfig
 
 
 @dataclass
-class SASRecConfig(ModelConfig):
+class SASRecConfig(ItemFeatureOptions, ModelConfig):
     name: str = "sasrec"
     max_len: int = 200  # longest history the model reads (older items are dropped)
     dim: int = 50  # item embedding and hidden size
@@ -20,6 +20,7 @@ class SASRecConfig(ModelConfig):
     l2_norm: bool = False  # L2-normalise user and item vectors (use with a temperature in the loss)
 
     def __post_init__(self) -> None:
+        self.check_item_features()
         if self.max_len < 1:
             raise ConfigError(f"model.max_len must be >= 1, got {self.max_len}")
         if self.dim < 1 or self.num_blocks < 0 or self.num_heads < 1 or self.dim % self.num_heads:
