@@ -52,8 +52,10 @@ LOADERS = {
     "read_index_json",
     "cache_dir",
     "load_causal_lm",
+    "fit_features",
 }
 MODEL_MODULES = [
+    "genrec.models.item_features",
     "genrec.models.sasrec",
     "genrec.models.hstu",
     "genrec.models.causal_lm",
