@@ -20,7 +20,7 @@ import torch
 
 from genrec.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, load_weights
 from genrec.config import DataConfig, RunConfig, to_dict
-from genrec.data.dataset import MANIFEST, Dataset
+from genrec.data.dataset import FORMAT_VERSION, MANIFEST, Dataset
 from genrec.data.filters import Filters
 from genrec.data.prepare import prepare_dataset
 from genrec.data.raw import cache_dir
@@ -103,7 +103,10 @@ def dataset_for(data: DataConfig, download: bool = True) -> Dataset:
         raise ConfigError(f"data.raw: {data.raw!r} names an environment variable that is not set")
     raw_path = source.locate(raw, download).resolve()
     filters = filters_of(data)
-    key_text = json.dumps([data.source, source.options(), filters.to_dict(), str(raw_path)], sort_keys=True)
+    # the format version is part of the key: a cache prepared by an older genrec lacks what this one writes
+    key_text = json.dumps(
+        [data.source, source.options(), filters.to_dict(), str(raw_path), FORMAT_VERSION], sort_keys=True
+    )
     key = hashlib.sha1(key_text.encode()).hexdigest()[:10]
     folder = cache_dir() / "datasets" / f"{data.source}-{key}"
     # runs started together (a seed sweep) prepare the cached dataset once: the others wait for it

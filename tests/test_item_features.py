@@ -113,3 +113,18 @@ def test_a_feature_model_trains_evaluates_and_ranks_items_never_seen_in_training
     # `genrec eval` rebuilds the encoder from the dataset (same vocabularies: fitted on training events)
     assert main(["eval", str(tmp_path / "features"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hr@50"] == results["features"]["hr@50"]
+
+
+def test_a_dataset_prepared_before_features_says_to_prepare_it_again(ml100k, tmp_path):
+    import shutil
+
+    from genrec.data.dataset import MANIFEST, Dataset
+
+    old = tmp_path / "old"
+    shutil.copytree(ml100k.path, old)
+    manifest = json.loads((old / MANIFEST).read_text())
+    manifest["format_version"] = 1
+    manifest.pop("features", None)
+    (old / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="no item feature 'genres'.*prepared by a genrec without features"):
+        Dataset.load(old).feature("item", "genres")

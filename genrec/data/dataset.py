@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genrec.data.features import FeatureSpec, features_from_manifest, missing_feature
-from genrec.errors import DataError
+from genrec.errors import ConfigError, DataError
 
 MANIFEST = "manifest.json"
 SPLIT_CASES = "split_cases.parquet"
@@ -206,7 +206,10 @@ class Dataset:
         for spec in self.features[side]:
             if spec.name == name:
                 return spec
-        raise missing_feature(side, name, str(self.path), self.features[side])
+        error = missing_feature(side, name, str(self.path), self.features[side])
+        if self.manifest.get("format_version", 1) < 2:  # prepared before genrec read features
+            error = ConfigError(f"{error} (it was prepared by a genrec without features: prepare it again)")
+        raise error
 
     @cached_property
     def item_vectors(self) -> pa.Table | None:
