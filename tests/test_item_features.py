@@ -128,3 +128,29 @@ def test_a_dataset_prepared_before_features_says_to_prepare_it_again(ml100k, tmp
     (old / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="no item feature 'genres'.*prepared by a genrec without features"):
         Dataset.load(old).feature("item", "genres")
+
+
+def test_sparse_and_embedding_features_missing_and_out_of_vocabulary_values():
+    from genrec.data.feature_tables import EmbeddingFeature, SparseFeature
+    from genrec.data.features import FeatureSpec
+
+    # 4 items: brand ids 0 = missing (item 1), 1 = out of vocabulary (item 2), 2 and 3 = known brands
+    brand = SparseFeature(FeatureSpec("brand", "sparse", vocab_size=2), np.array([0, 0, 1, 2, 3]), ["a", "b"])
+    vectors = np.arange(15, dtype=np.float32).reshape(5, 3)
+    present = np.array([False, True, True, False, True])  # item 3 has no vector
+    image = EmbeddingFeature(FeatureSpec("image", "embedding", dim=3), vectors, present)
+    encoder = FeatureItemEncoder(4, 8, {"brand": brand, "image": image}, item_id=False)
+    brand_vectors = encoder.feature_vectors("brand", torch.tensor([1, 2, 3]))
+    assert torch.all(brand_vectors[0] == 0) and torch.all(brand_vectors[1] != 0)  # missing: zero; OOV: learned
+    image_vectors = encoder.feature_vectors("image", torch.tensor([2, 3]))
+    assert torch.all(image_vectors[1] == 0)  # no vector: nothing added
+    torch.testing.assert_close(image_vectors[0], encoder.tables["image"](torch.from_numpy(vectors[2])))
+    # the brand's OOV row is one learned vector shared by every unknown brand, and it trains
+    out = encoder(torch.tensor([2, 4]))
+    out.sum().backward()
+    assert (
+        encoder.tables["brand"].weight.grad[1].abs().sum() > 0
+        and encoder.tables["brand"].weight.grad[0].abs().sum() == 0
+    )
+    with pytest.raises(ValueError, match="rows for 4 items, not 5"):
+        FeatureItemEncoder(5, 8, {"brand": brand})
