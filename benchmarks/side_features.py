@@ -23,14 +23,26 @@ from pathlib import Path
 
 from seed_sweep import mean_and_stderr, train
 
-VARIANTS = ("ids", "ids + features", "features only")
+# "ids + features, unseen by features": items with no training event get no (untrained) id vector
+# "... id dropout": the id vector is also dropped at random in training, so features alone are learned
+VARIANTS = (
+    "ids",
+    "ids + features",
+    "ids + features, unseen by features",
+    "ids + features, unseen by features, id dropout",
+    "features only",
+)
 
 
 def variant_sets(variant: str, features: list[str]) -> list[str]:
     if variant == "ids":
         return []
     sets = [f"model.item_features=[{', '.join(features)}]"]
-    return sets + (["model.item_id=false"] if variant == "features only" else [])
+    if variant == "features only":
+        return [*sets, "model.item_id=false"]
+    if "unseen by features" in variant:
+        sets.append("model.id_min_count=1")
+    return [*sets, "model.id_dropout=0.3"] if variant.endswith("id dropout") else sets
 
 
 def cold_metrics(run_dir: Path, cold: int) -> dict:
@@ -75,7 +87,7 @@ def main() -> None:
     rows = []
     for variant in VARIANTS:
         sets = [*args.set, *variant_sets(variant, args.features)]
-        name = f"{args.recipe}-{variant.replace(' + ', '-').replace(' ', '-')}"
+        name = f"{args.recipe}-{variant.replace(' + ', '-').replace(', ', '-').replace(' ', '-')}"
         overall, new, cold, epoch_s, random = [], [], [], [], []
         for seed in args.seeds:
             loo = train(args.recipe, seed, sets, args.out / "leave-one-out" / name, args.threads)

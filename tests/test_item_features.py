@@ -154,3 +154,22 @@ def test_sparse_and_embedding_features_missing_and_out_of_vocabulary_values():
     )
     with pytest.raises(ValueError, match="rows for 4 items, not 5"):
         FeatureItemEncoder(5, 8, {"brand": brand})
+
+
+def test_id_dropout_drops_whole_id_vectors_in_training_only():
+    from genrec.data.feature_tables import SparseFeature
+    from genrec.data.features import FeatureSpec
+
+    brand = SparseFeature(FeatureSpec("brand", "sparse", vocab_size=2), np.array([0, 2, 3, 2, 3]), ["a", "b"])
+    encoder = FeatureItemEncoder(4, 8, {"brand": brand}, id_dropout=0.5)
+    ids = torch.tensor([1, 2, 3, 4] * 50)
+    with_id = encoder.eval()(ids)
+    features_only = encoder.feature_vectors("brand", ids)
+    dropped = encoder.train()(ids)
+    kept = torch.isclose(dropped, with_id).all(-1)
+    lost = torch.isclose(dropped, features_only).all(-1)
+    assert torch.all(kept ^ lost)  # every occurrence is either whole or its id vector is gone entirely
+    assert 50 < int(lost.sum()) < 150  # about half of the 200
+    assert torch.equal(encoder.eval()(ids), with_id)  # evaluation and serving never drop
+    with pytest.raises(ConfigError, match="id_dropout must be in"):
+        load_config(None, ["model.name=sasrec", "model.id_dropout=0.3"])  # no features to fall back on

@@ -71,6 +71,9 @@ class ItemFeatureOptions:
     item_id: bool = True
     # items with fewer training events get no id vector (features only); 0 keeps every item's id
     id_min_count: int = 0
+    # training only: drop an item's id vector at this rate (per occurrence), so that the model also learns
+    # to place items by their features alone, as it must for items with no id vector (new items)
+    id_dropout: float = 0.0
     feature_combine: Literal["sum", "concat"] = "sum"  # id and feature vectors: summed, or concatenated + linear
     max_array_values: int = 32  # array features (genres, tags): at most this many values per item
 
@@ -89,6 +92,10 @@ class ItemFeatureOptions:
             raise ConfigError(
                 f"model.id_min_count must be >= 0 and model.max_array_values >= 1, got "
                 f"{self.id_min_count} and {self.max_array_values}"
+            )
+        if not 0 <= self.id_dropout < 1 or (self.id_dropout > 0 and not (self.item_id and self.item_features)):
+            raise ConfigError(
+                f"model.id_dropout must be in [0, 1) and needs ids and model.item_features, got {self.id_dropout}"
             )
         if self.id_min_count > 0 and not self.item_features:
             raise ConfigError("model.id_min_count drops the id vector of rare items: name model.item_features for them")

@@ -70,6 +70,7 @@ def build_id_model(
             has_id,
             config.feature_combine,
             config.max_array_values,
+            config.id_dropout,
         )
     return model_class(config.name)(dataset.num_items, config, encoder)  # type: ignore[call-arg,return-value]
 

@@ -33,6 +33,7 @@ class FeatureItemEncoder(ItemEncoder):
     features: the fitted item features by name (`genrec.data.feature_tables.fit_features`), rows
         indexed by item (0..N); they are data, not weights, so they are not saved in checkpoints.
     has_id: [N+1] bool, items that get an id vector (None: every item when `item_id`, else none).
+    id_dropout: in training, the rate at which an occurrence of an item loses its id vector.
     """
 
     def __init__(
@@ -44,9 +45,10 @@ class FeatureItemEncoder(ItemEncoder):
         has_id: np.ndarray | None = None,
         combine: Literal["sum", "concat"] = "sum",
         max_array_values: int = 32,
+        id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.num_items, self.dim, self.combine = num_items, dim, combine
+        self.num_items, self.dim, self.combine, self.id_dropout = num_items, dim, combine, id_dropout
         self.names = list(features)
         self.id_table = nn.Embedding(num_items + 1, dim, padding_idx=0) if item_id else None
         if has_id is not None:
@@ -97,6 +99,8 @@ class FeatureItemEncoder(ItemEncoder):
             vectors = self.id_table(ids)
             if self.has_id is not None:
                 vectors = vectors * self.has_id[ids].unsqueeze(-1)
+            if self.training and self.id_dropout > 0:  # not rescaled: the id vector is dropped, not thinned
+                vectors = vectors * (torch.rand(ids.shape, device=ids.device) >= self.id_dropout).unsqueeze(-1)
             parts.append(vectors)
         for name in self.names:
             parts.append(self.feature_vectors(name, ids))
