@@ -38,7 +38,7 @@ from genrec.config import RunConfig
 from genrec.data.dataset import Dataset, Sequences, flat_ranges
 from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import EvalBatch, Scorer, auto_batch_size, padded_histories
-from genrec.models.base import GenerativeRecommender, SequentialScorer
+from genrec.models.base import GeneratedRankingScorer, GenerativeRecommender, SequentialScorer
 from genrec.models.popularity import Popularity
 from genrec.run_dir import RunDir
 
@@ -153,10 +153,11 @@ class Recommender:
         self.model_name = config.model.name
         self.num_items = dataset.num_items
         self.uses_time = config.model.uses_time
-        model = getattr(scorer, "model", None)
-        self.max_len: int | None = getattr(model, "max_len", None)
+        # a trained model's scorer holds it; popularity's scorer is the fitted counts alone
+        model = scorer.model if isinstance(scorer, (SequentialScorer, GeneratedRankingScorer)) else None
+        self.max_len: int | None = None if model is None else model.max_len
         self.generative = isinstance(model, GenerativeRecommender)
-        self.num_beams: int | None = model.config.num_beams if self.generative else None  # type: ignore[union-attr]
+        self.num_beams: int | None = model.config.num_beams if isinstance(model, GenerativeRecommender) else None
         if index is not None and not isinstance(scorer, SequentialScorer):
             raise ConfigError(f"an ANN index serves models with item vectors; {self.model_name!r} has none")
         if index is not None and index.num_items != self.num_items:
