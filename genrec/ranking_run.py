@@ -71,6 +71,7 @@ def fit_ranker(
     objective = RankingObjective(
         model, split.train, config.train, config.seed, context, device, labels, config.model.examples_per_window
     )
+    model.start_regression_at(labels.mean_of(split.train))  # a resumed run loads its own weights after
     trainer = Trainer(model, split, config, run_dir, context, progress=progress, objective=objective)
     if resume:
         trainer.resume(run_dir.path / LAST_CHECKPOINT)

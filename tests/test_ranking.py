@@ -4,6 +4,7 @@ baseline, their multitask training on ML-100K ratings, and their config errors."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from genrec.models.sasrec_config import SASRecConfig
 from conftest import walk_dataset
 
 NUM_ITEMS = 30
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ml-100k"
 
 
 def histories(B: int = 3, L: int = 6) -> tuple[torch.Tensor, ...]:
@@ -121,7 +123,7 @@ TINY_RANKER = [
 def train_ranker(capsys, ml100k, out, config: str, epochs: int) -> dict:
     args = [f"data.path={ml100k.path}", f"train.epochs={epochs}", *TINY_RANKER]
     sets = [x for a in args for x in ("--set", a)]
-    code, _ = run_cli(capsys, "train", f"configs/ml-100k/{config}.yaml", *sets, "--out", out, "--quiet")
+    code, _ = run_cli(capsys, "train", CONFIGS / f"{config}.yaml", *sets, "--out", out, "--quiet")
     assert code == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -147,7 +149,7 @@ def test_late_fusion_trains_evaluates_and_reranks_a_retrieval_run(ml100k, tmp_pa
     code, _ = run_cli(
         capsys,
         "train",
-        "configs/ml-100k/sasrec.yaml",
+        CONFIGS / "sasrec.yaml",
         *[x for s in sets for x in ("--set", s)],
         "--out",
         retrieval,

@@ -80,6 +80,7 @@ class Ranker(nn.Module):
     max_len: int  # history items a ranker reads
     train_len: int  # events per training window
     config: RankingConfig
+    heads: nn.Sequential  # [..., F] -> [..., T]
 
     def combined(self, logits: torch.Tensor, weights: dict[str, float] | None = None) -> torch.Tensor:
         """[..., T] -> [...] one ranking score: the weighted sum of the heads' predictions (a binary
@@ -91,6 +92,16 @@ class Ranker(nn.Module):
                 value = logits[..., t].float()
                 total = total + weights[task.name] * (value.sigmoid() if task.kind == "binary" else value)
         return total
+
+    @torch.no_grad()
+    def start_regression_at(self, means: torch.Tensor) -> None:
+        """Set each regression head's output bias to its label's mean [T] (a rating head then starts
+        near 3.5 instead of 0, and its MSE does not swamp the other heads early on)."""
+        out = self.heads[-1]
+        assert isinstance(out, nn.Linear)
+        for t, task in enumerate(self.config.tasks):
+            if task.kind == "regression":
+                out.bias[t] = means[t]
 
     @property
     def device(self) -> torch.device:

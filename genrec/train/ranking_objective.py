@@ -41,17 +41,26 @@ def task_labels(tasks: list[TaskConfig], interactions: pa.Table) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
+def event_users(sequences: Sequences) -> np.ndarray:
+    """[E] int64 the user of each event of `sequences`."""
+    return np.repeat(np.arange(len(sequences.offsets) - 1), sequences.lengths)
+
+
 class EventLabels:
     """(user, item) -> the labels [T] of the user's event with the item (the latest, if repeated)."""
 
     def __init__(self, sequences: Sequences, labels: np.ndarray, num_items: int) -> None:
         """labels: [E, T] aligned with `sequences.items`."""
-        users = np.repeat(np.arange(len(sequences.offsets) - 1), sequences.lengths)
+        users = event_users(sequences)
         keys = users.astype(np.int64) * (num_items + 1) + sequences.items
         order = np.argsort(keys, kind="stable")
         self.keys = torch.from_numpy(keys[order])
         self.labels = torch.from_numpy(labels[order])
         self.num_items = num_items
+
+    def mean_of(self, sequences: Sequences) -> torch.Tensor:
+        """[T] the mean label over the events of `sequences` (the training events)."""
+        return self(torch.from_numpy(event_users(sequences)), torch.from_numpy(sequences.items)).mean(0)
 
     def __call__(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """users [E], items [E] (each an event of that user) -> [E, T]."""
