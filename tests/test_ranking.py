@@ -95,11 +95,12 @@ def test_config_errors():
         RankingConfig(tasks=[TaskConfig("a"), TaskConfig("a")])
 
 
-def run_cli(capsys, *args) -> tuple[int, str]:
+def run_cli(capsys, *args) -> tuple[int, str, str]:
     from genrec.cli import main
 
     code = main(list(map(str, args)))
-    return code, capsys.readouterr().out
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 # a ranker that trains in seconds on ML-100K (the backbone tiny, few impressions per window)
@@ -123,7 +124,7 @@ TINY_RANKER = [
 def train_ranker(capsys, ml100k, out, config: str, epochs: int) -> dict:
     args = [f"data.path={ml100k.path}", f"train.epochs={epochs}", *TINY_RANKER]
     sets = [x for a in args for x in ("--set", a)]
-    code, _ = run_cli(capsys, "train", CONFIGS / f"{config}.yaml", *sets, "--out", out, "--quiet")
+    code, _, _ = run_cli(capsys, "train", CONFIGS / f"{config}.yaml", *sets, "--out", out, "--quiet")
     assert code == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -141,12 +142,12 @@ def test_late_fusion_trains_evaluates_and_reranks_a_retrieval_run(ml100k, tmp_pa
     check_heads(metrics["ranking"])
     # the like head separates liked targets from sampled items better than chance
     assert metrics["ranking"]["test"]["like/auc"] > 0.6
-    code, out = run_cli(capsys, "eval", tmp_path / "late", "--json", "--quiet")
+    code, out, _ = run_cli(capsys, "eval", tmp_path / "late", "--json", "--quiet")
     assert code == 0 and json.loads(out)["ranking"] == pytest.approx(metrics["ranking"]["test"])
 
     retrieval = tmp_path / "sasrec"
     sets = [f"data.path={ml100k.path}", "train.epochs=1", "train.device=cpu", "model.max_len=20", "model.dim=16"]
-    code, _ = run_cli(
+    code, _, _ = run_cli(
         capsys,
         "train",
         CONFIGS / "sasrec.yaml",
@@ -156,16 +157,18 @@ def test_late_fusion_trains_evaluates_and_reranks_a_retrieval_run(ml100k, tmp_pa
         "--quiet",
     )
     assert code == 0
-    code, out = run_cli(capsys, "rank", retrieval, tmp_path / "late", "--k", "10", "--candidates", "50", "--json")
+    code, out, _ = run_cli(capsys, "rank", retrieval, tmp_path / "late", "--k", "10", "--candidates", "50", "--json")
     result = json.loads(out)
     alone = json.loads((retrieval / "metrics.json").read_text())["test"]
     assert result["retrieval"]["ndcg@10"] == pytest.approx(alone["ndcg@10"])
     two = result["two-stage"]
     assert 0 <= two["ndcg@10"] <= two["hr@10"] <= two["recall@50"] <= 1 and two["num_users"] == alone["num_users"]
-    code, out = run_cli(capsys, "rank", retrieval, tmp_path / "late", "--task", "like=1,rating=0.2", "--json")
+    code, out, _ = run_cli(capsys, "rank", retrieval, tmp_path / "late", "--task", "like=1,rating=0.2", "--json")
     assert code == 0 and "two-stage" in json.loads(out)
-    code, _ = run_cli(capsys, "rank", retrieval, tmp_path / "late", "--task", "click")
-    assert code != 0
+    code, _, err = run_cli(capsys, "rank", retrieval, tmp_path / "late", "--task", "click")
+    assert code != 0 and "no head named 'click'" in err
+    code, _, err = run_cli(capsys, "export", tmp_path / "late", "--out", tmp_path / "export")
+    assert code != 0 and "no item embedding table" in err
 
 
 @pytest.mark.parametrize("config", ["hstu-rank-early", "rank-mlp"])
