@@ -76,6 +76,8 @@ class RankingObjective(WindowObjective):
     docstring. At most `examples_per_window` targets per window (the latest) are impressions."""
 
     model: Ranker
+    # the auxiliary loss runs the backbone outside the DistributedDataParallel wrapper
+    supports_ddp = False
 
     def __init__(
         self,
