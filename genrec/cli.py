@@ -135,14 +135,56 @@ def _eval(args: argparse.Namespace) -> int:
     split = split_for(dataset, config)
     scorer = scorer_for(dataset, split, config, None if args.run_dir is None else Path(args.run_dir))
     metrics = evaluate_split(scorer, dataset, split, args.split, config, progress=_progress(args), cold=cold_count)
+    ranking = {}
+    if config.model.name == "ranker" and args.run_dir is not None:
+        from genrec.ranking_run import evaluate_ranker_run
+
+        ranking = {"ranking": evaluate_ranker_run(Path(args.run_dir), args.split)}
     if args.json:
         cold = {} if cold_count is None else {"cold_max_train_count": cold_count}
         cold.update({"new_items": True} if args.new_items else {})
         print(
-            json.dumps({"model": config.model.name, "split": args.split, "protocol": split.protocol, **cold, **metrics})
+            json.dumps(
+                {
+                    "model": config.model.name,
+                    "split": args.split,
+                    "protocol": split.protocol,
+                    **cold,
+                    **metrics,
+                    **ranking,
+                }
+            )
         )
     else:
         print(format_table([(f"{config.model.name} ({args.split})", metrics)], columns=list(metrics)))
+        if ranking:
+            print(
+                format_table([(f"ranker heads ({args.split})", ranking["ranking"])], columns=list(ranking["ranking"]))
+            )
+    return 0
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from genrec.ranking_run import two_stage
+    from genrec.runner import format_table
+
+    weights = None
+    if args.task:
+        weights = {}
+        for part in args.task.split(","):
+            name, _, weight = part.partition("=")
+            weights[name.strip()] = float(weight) if weight else 1.0
+    results = two_stage(
+        Path(args.retrieval_run), Path(args.ranker_run), args.k, args.candidates, weights, args.split, _progress(args)
+    )
+    if args.json:
+        print(json.dumps(results))
+    else:
+        rows = [(f"{name} ({args.split})", metrics) for name, metrics in results.items()]
+        print(format_table(rows, columns=[f"hr@{args.k}", f"ndcg@{args.k}", "mrr", "num_users"]))
+        print(
+            f"retrieval kept {results['two-stage'][f'recall@{args.candidates}']:.4f} of the targets in its top {args.candidates}"
+        )
     return 0
 
 
@@ -583,6 +625,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_seed_and_device(ev)
     ev.set_defaults(func=_eval)
 
+    rk = _command(commands, "rank", help="two stages: a retrieval run's top candidates reranked by a ranker run")
+    rk.add_argument("retrieval_run", metavar="RETRIEVAL_RUN", help="the run directory of the retrieval model")
+    rk.add_argument("ranker_run", metavar="RANKER_RUN", help="the run directory of the ranker (model.name: ranker)")
+    rk.add_argument("--k", type=int, default=10, help="the cutoff of HR@K and NDCG@K (default 10)")
+    rk.add_argument("--candidates", type=int, default=200, help="items retrieved per case (default 200)")
+    rk.add_argument(
+        "--task",
+        help="the head(s) to rerank by: a name, or name=weight,... for a weighted sum of the heads' "
+        "predictions (default the first head)",
+    )
+    rk.add_argument("--split", default="test", choices=["test", "valid"])
+    rk.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    rk.set_defaults(func=_rank)
+
     tr = _command(commands, "train", help="run a config: prepare data, train, evaluate, write a run directory")
     tr.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config (default: the quickstart)")
     _add_training_arguments(tr)
@@ -715,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_TORCH_COMMANDS = ("train", "eval", "llm", "export", "sid", "quickstart", "recommend", "serve")
+_TORCH_COMMANDS = ("train", "eval", "rank", "llm", "export", "sid", "quickstart", "recommend", "serve")
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 

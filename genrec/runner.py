@@ -221,6 +221,13 @@ def run(
                 metrics = {w: evaluate_split(scorer, dataset, split, w, config, progress) for w in ("valid", "test")}
                 for which in ("valid", "test"):
                     run_dir.log_metrics({"split": which, "final": True, **metrics[which]})
+            elif config.model.name == "ranker":
+                from genrec.ranking_run import fit_ranker
+
+                model = build_model(dataset, config, progress)
+                metrics = fit_ranker(model, dataset, split, config, run_dir, context, progress, resume)  # type: ignore[arg-type]
+                if resume and context.is_main:
+                    run_dir.save_config(config)
             else:
                 trainer = Trainer(
                     build_model(dataset, config, progress), split, config, run_dir, context, progress=progress

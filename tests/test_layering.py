@@ -17,6 +17,7 @@ from genrec.errors import ConfigError
 from genrec.models import MODEL_NAMES, model_builder, model_class, model_config_class
 from genrec.models.base import GenerativeRecommender, SequentialRecommender
 from genrec.models.base_config import GenerativeConfig
+from genrec.models.ranking import Ranker
 
 ROOT = Path(genrec.__file__).resolve().parent.parent  # the checkout under test, for the child interpreters
 HEAVY = ("torch", "transformers", "peft")
@@ -120,7 +121,7 @@ def test_every_registered_model_name_resolves_to_its_config_and_model_class():
             continue
         model = model_class(name)
         generative = issubclass(model, GenerativeRecommender)
-        assert generative or issubclass(model, SequentialRecommender)
+        assert generative or issubclass(model, (SequentialRecommender, Ranker))
         assert isinstance(config, GenerativeConfig) == generative
         assert callable(model_builder(name))
     with pytest.raises(ConfigError, match="unknown model 'sasrek'"):

@@ -48,8 +48,16 @@ class SequenceBatch:
         start = (cols - history_len + 1).clamp(min=0)
         index = start[:, None] + torch.arange(history_len, device=self.items.device)[None, :]  # [E, H]
         valid = index <= cols[:, None]
-        history = self.items[rows[:, None], index.clamp(max=self.items.shape[1] - 1)] * valid
-        return NextItemExamples(self.users[rows], history, cols - start + 1, self.targets[rows, cols])
+        index = index.clamp(max=self.items.shape[1] - 1)
+        history = self.items[rows[:, None], index] * valid
+        return NextItemExamples(
+            self.users[rows],
+            history,
+            cols - start + 1,
+            self.targets[rows, cols],
+            self.timestamps[rows[:, None], index] * valid,
+            self.target_timestamps[rows, cols],
+        )
 
     def longest_first(self) -> SequenceBatch:
         """The same rows, longest first (ties in batch order), so that consecutive `rows` slices
@@ -78,12 +86,16 @@ class NextItemExamples:
     history: [E, H] int64 the latest items before the target, oldest first, right-padded with 0
     lengths: [E] int64 real items per history (>= 1)
     targets: [E] int64 the item that followed
+    timestamps: [E, H] int64 the history's times (0 where padded), when known
+    target_timestamps: [E] int64 the target's time, when known
     """
 
     users: torch.Tensor
     history: torch.Tensor
     lengths: torch.Tensor
     targets: torch.Tensor
+    timestamps: torch.Tensor | None = None
+    target_timestamps: torch.Tensor | None = None
 
 
 class TrainSequences(TorchDataset):

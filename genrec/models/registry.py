@@ -34,6 +34,7 @@ MODEL_CONFIGS: dict[str, str] = {
     "hllm": "genrec.models.hllm_config:HLLMConfig",
     "tiger": "genrec.models.tiger_config:TIGERConfig",
     "sid-llm": "genrec.llm.sid_llm_config:SIDLLMConfig",
+    "ranker": "genrec.models.ranking_config:RankingConfig",
 }
 # model name -> the trained model's class (popularity is fitted, not trained, and has none)
 MODELS: dict[str, str] = {
@@ -43,6 +44,7 @@ MODELS: dict[str, str] = {
     "hllm": "genrec.models.hllm:HLLM",
     "tiger": "genrec.models.tiger:TIGER",
     "sid-llm": "genrec.llm.sid_llm:SIDLLM",
+    "ranker": "genrec.models.ranking:Ranker",
 }
 # model name -> the function that builds the trained model for a dataset
 BUILDERS: dict[str, str] = {
@@ -52,6 +54,7 @@ BUILDERS: dict[str, str] = {
     "hllm": "genrec.models.build:build_hllm",
     "tiger": "genrec.models.build:build_tiger",
     "sid-llm": "genrec.llm.build:build_sid_llm",
+    "ranker": "genrec.models.ranking:build_ranker",
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODEL_CONFIGS)
 

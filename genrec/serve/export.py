@@ -75,6 +75,11 @@ def export_item_embeddings(
             f"model {config.model.name!r} generates semantic IDs and has no item embedding table to "
             f"export; its item representation is the SID file (model.sid_file or the dataset's SIDs)"
         )
+    if config.model.name == "ranker":
+        raise ConfigError(
+            "a ranker scores (history, candidate) pairs and has no item embedding table to export; "
+            "export its retrieval run, and rerank with genrec rank RETRIEVAL_RUN RANKER_RUN"
+        )
     if not checkpoint.is_file():
         raise ConfigError(f"{run.path} has no {BEST_CHECKPOINT}: train the run first (genrec train)")
     dataset = dataset_of_run(run, config, download=False)
