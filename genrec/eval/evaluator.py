@@ -137,6 +137,15 @@ def checked_scores(scores: torch.Tensor, rows: int, num_items: int) -> torch.Ten
     return scores
 
 
+# (a batch of cases, the scorer's [B, N+1] scores for it) -> [B] the rank of each target (inf = a miss)
+RankRule = Callable[[CaseBatch, torch.Tensor], torch.Tensor]
+
+
+def full_ranking(part: CaseBatch, scores: torch.Tensor) -> torch.Tensor:
+    """The evaluator's rule: the pessimistic rank of each target among all unmasked items."""
+    return pessimistic_ranks(scores, part.targets.to(scores.device), part.history_rows, part.history_items)
+
+
 @torch.no_grad()
 def evaluate(
     scorer: Scorer,
@@ -150,6 +159,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "eval",
+    rank_rule: RankRule = full_ranking,
 ) -> dict[str, float]:
     """Full-ranking HR@K / NDCG@K / MRR of `scorer` on `cases`.
 
@@ -157,6 +167,7 @@ def evaluate(
     max_history: give the scorer only the most recent `max_history` items (masking still uses the
         whole history).
     mask_history: exclude every item of the user's history from the ranking (not the target).
+    rank_rule: how a target's rank follows from the scores (the two-stage evaluator reranks first).
     Returns {"hr@K": ..., "ndcg@K": ..., "mrr": ..., "num_users": C}.
     """
     metrics = RankMetrics(ks)
@@ -164,6 +175,5 @@ def evaluate(
         sequences, cases, num_items, batch_size, max_history, mask_history, device, progress, desc
     ):
         scores = checked_scores(scorer(part.batch), len(part.targets), num_items)
-        targets = part.targets.to(scores.device)
-        metrics.update(pessimistic_ranks(scores, targets, part.history_rows, part.history_items))
+        metrics.update(rank_rule(part, scores))
     return metrics.compute()

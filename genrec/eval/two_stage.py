@@ -16,8 +16,8 @@ import torch
 
 from genrec.data.dataset import Sequences
 from genrec.data.splits import EvalCases
-from genrec.eval.evaluator import EvalBatch, Scorer, case_batches, checked_scores
-from genrec.eval.metrics import DEFAULT_KS, RankMetrics, pessimistic_ranks
+from genrec.eval.evaluator import CaseBatch, EvalBatch, Scorer, evaluate
+from genrec.eval.metrics import DEFAULT_KS, pessimistic_ranks
 
 # (the cases' inputs, candidates [B, R] item indices) -> [B, R] scores, higher is better
 CandidateScorer = Callable[[EvalBatch, torch.Tensor], torch.Tensor]
@@ -55,7 +55,6 @@ def reranked_ranks(
     return torch.where(retrieved, (above + 1).to(torch.float64), inf)
 
 
-@torch.no_grad()
 def evaluate_two_stage(
     retrieval: Scorer,
     ranker: CandidateScorer,
@@ -75,22 +74,34 @@ def evaluate_two_stage(
     `recall@R`: the share of targets the retrieval stage kept. Other arguments as `evaluate`."""
     if candidates < 1:
         raise ValueError(f"candidates must be >= 1, got {candidates}")
-    metrics = RankMetrics(ks)
-    kept = 0
-    for part in case_batches(
-        sequences, cases, num_items, batch_size, max_history, mask_history, device, progress, desc
-    ):
-        scores = checked_scores(retrieval(part.batch), len(part.targets), num_items)
-        targets = part.targets.to(scores.device)
-        ranks = reranked_ranks(
+
+    def rerank(part: CaseBatch, scores: torch.Tensor) -> torch.Tensor:
+        return reranked_ranks(
             scores,
-            targets,
+            part.targets.to(scores.device),
             part.history_rows,
             part.history_items,
-            lambda top: ranker(part.batch, top).to(scores.device),  # noqa: B023 (called within this iteration)
+            lambda top: ranker(part.batch, top).to(scores.device),
             candidates,
         )
-        kept += int(torch.isfinite(ranks).sum())
-        metrics.update(ranks)
-    result = metrics.compute()
-    return {**result, f"recall@{candidates}": kept / max(result["num_users"], 1)}
+
+    # a kept target ranks within the R candidates and a dropped one is a miss, so recall@R = HR@R
+    cut = min(candidates, num_items)
+    result = evaluate(
+        retrieval,
+        sequences,
+        cases,
+        num_items,
+        sorted({*ks, cut}),
+        batch_size,
+        max_history,
+        mask_history,
+        device,
+        progress,
+        desc,
+        rank_rule=rerank,
+    )
+    recall = result[f"hr@{cut}"]
+    if cut not in ks:
+        del result[f"hr@{cut}"], result[f"ndcg@{cut}"]
+    return {**result, f"recall@{candidates}": recall}
