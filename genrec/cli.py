@@ -164,16 +164,25 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rerank_weights(task: str | None) -> dict[str, float] | None:
+    """--task "like" or "like=1,retrieval=0.5" -> {name: weight} (None: the ranker's first head)."""
+    if not task:
+        return None
+    weights = {}
+    for part in task.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            weights[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise GenrecError(f"--task: {part!r} is not name or name=weight (a number)") from None
+    return weights
+
+
 def _rank(args: argparse.Namespace) -> int:
     from genrec.ranking_run import two_stage
     from genrec.runner import format_table
 
-    weights = None
-    if args.task:
-        weights = {}
-        for part in args.task.split(","):
-            name, _, weight = part.partition("=")
-            weights[name.strip()] = float(weight) if weight else 1.0
+    weights = _rerank_weights(args.task)
     results = two_stage(
         Path(args.retrieval_run), Path(args.ranker_run), args.k, args.candidates, weights, args.split, _progress(args)
     )
@@ -298,12 +307,31 @@ def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
 def _export(args: argparse.Namespace) -> int:
     from genrec.serve.export import export_item_embeddings
 
+    if args.users:
+        return _export_ranker_tables(args)
     out = export_item_embeddings(args.run_dir, args.out, overwrite=args.overwrite, index=args.index)
     summary = json.loads((out / "export.json").read_text())
     if args.json:
         print(json.dumps({"out": str(out), **summary}))
     else:
         print(f"{summary['num_items']:,} item embeddings of dimension {summary['dim']} -> {out}")
+        print("files: " + ", ".join(summary["files"]))
+    return 0
+
+
+def _export_ranker_tables(args: argparse.Namespace) -> int:
+    from genrec.serve.stored_ranking import SUMMARY, export_ranker_tables
+
+    if args.index:
+        raise GenrecError("--users writes a late-fusion ranker's tables, which have no ANN index: drop --index")
+    out = export_ranker_tables(args.run_dir, args.out, overwrite=args.overwrite)
+    summary = json.loads((out / SUMMARY).read_text())
+    if args.json:
+        print(json.dumps({"out": str(out), **summary}))
+    else:
+        print(
+            f"{summary['num_users']:,} user and {summary['num_items']:,} item vectors of dimension {summary['dim']} -> {out}"
+        )
         print("files: " + ", ".join(summary["files"]))
     return 0
 
@@ -326,7 +354,17 @@ def _recommend(args: argparse.Namespace) -> int:
         }
     )
     check_output_not_input(args.out, inputs)
-    recommender = Recommender.from_run(run, device=args.device, index=args.index, progress=_progress(args))
+    if args.ranker is None and (args.task is not None or args.candidates is not None):
+        raise GenrecError("--task and --candidates choose how --ranker reranks: give --ranker RANKER_RUN")
+    recommender = Recommender.from_run(
+        run,
+        device=args.device,
+        index=args.index,
+        progress=_progress(args),
+        ranker_run=args.ranker,
+        candidates=args.candidates or 200,
+        rerank=_rerank_weights(args.task),
+    )
     check_output_not_input(args.out, {"dataset": recommender.dataset.path})
     summary = recommend_to_parquet(
         recommender,
@@ -633,7 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument(
         "--task",
         help="the head(s) to rerank by: a name, or name=weight,... for a weighted sum of the heads' "
-        "predictions (default the first head)",
+        "predictions (default the first head); retrieval=W blends in the retrieval score: "
+        "z(heads) + W z(retrieval), each standardised over the candidates, e.g. event=1,retrieval=1",
     )
     rk.add_argument("--split", default="test", choices=["test", "valid"])
     rk.add_argument("--json", action="store_true", help="print one JSON object to stdout")
@@ -666,7 +705,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = _command(commands, "export", help="write a trained run's item embeddings (.npy, id map, .fbin/.u64bin)")
     exp.add_argument("run_dir", metavar="RUN_DIR")
-    exp.add_argument("--out", help="output folder (default RUN_DIR/export)")
+    exp.add_argument("--out", help="output folder (default RUN_DIR/export, RUN_DIR/export-users with --users)")
+    exp.add_argument(
+        "--users",
+        action="store_true",
+        help="a late-fusion ranker run: write its stored tables (user and item vectors, the heads' MLP weights) "
+        "to rank candidates with the MLP alone (genrec.serve.stored_ranking)",
+    )
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export")
     exp.add_argument(
         "--index",
@@ -696,6 +741,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--batch-size", type=int, help="users scored at a time (default: a 64 MiB score matrix)")
     rec.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the run's train.device)")
+    rec.add_argument(
+        "--ranker", metavar="RANKER_RUN", help="rerank each request's top --candidates with this ranker run"
+    )
+    rec.add_argument("--candidates", type=int, help="items retrieved for --ranker to rerank (default 200)")
+    rec.add_argument("--task", help="--ranker's heads to rerank by, as genrec rank --task (default the first head)")
     rec.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     rec.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     rec.set_defaults(func=_recommend)

@@ -1,8 +1,9 @@
 """Training and evaluating a ranker run (`model.name: ranker`), on the shared trainer.
 
-The trainer selects the checkpoint on the backbone's next-item validation metric (what the auxiliary
-loss trains; the DLRM-style baseline ranks the catalogue by its first head); the ranking metrics of
-each task (`genrec.eval.ranker_eval`) are computed on the best weights, on validation and test, and
+The trainer selects the checkpoint on `model.select`: by default the first binary head's validation
+GAUC (the ranker metrics of `genrec.eval.ranker_eval`, computed at each validation), or with
+`model.select: backbone` the backbone's next-item `train.metric` (what the auxiliary loss trains; the
+DLRM-style baseline ranks the catalogue by its first head); the ranking metrics of each task (`genrec.eval.ranker_eval`) are computed on the best weights, on validation and test, and
 stored under "ranking" in metrics.json.
 """
 
@@ -69,7 +70,15 @@ def fit_ranker(
     labels = event_labels(dataset, config.model)
     device = next(model.parameters()).device
     objective = RankingObjective(
-        model, split.train, config.train, config.seed, context, device, labels, config.model.examples_per_window
+        model,
+        split.train,
+        config.train,
+        config.seed,
+        context,
+        device,
+        labels,
+        config.model.examples_per_window,
+        valid_metrics=lambda: ranker_metrics(model, labels, split, "valid", config.seed),
     )
     model.start_regression_at(labels.mean_of(split.train))  # a resumed run loads its own weights after
     trainer = Trainer(model, split, config, run_dir, context, progress=progress, objective=objective)
@@ -114,7 +123,11 @@ def two_stage(
     progress: bool = True,
 ) -> dict[str, dict[str, float]]:
     """{"retrieval": the retrieval run alone, "two-stage": its top `candidates` reranked by the ranker's
-    combined heads (`weights`: task name -> weight; default the first head)} on the `which` cases."""
+    combined heads (`weights`: task name -> weight; default the first head)} on the `which` cases.
+
+    The weight of the name "retrieval" (`RETRIEVAL`) blends in the retrieval scores (see
+    `genrec.eval.two_stage`): {"event": 1, "retrieval": 0.5} ranks by z(event) + 0.5 z(retrieval).
+    """
     from genrec.runner import dataset_of_run, evaluate_split, scorer_for, split_for
 
     config = RunDir.open(retrieval_run).config()
@@ -126,8 +139,7 @@ def two_stage(
     split = split_for(dataset, config)
     retrieval = scorer_for(dataset, split, config, retrieval_run)
     ranker = load_ranker(dataset, ranker_config, ranker_run)
-    for name in weights or {}:
-        ranker.config.task(name)  # a clear error for an unknown head
+    weights, retrieval_weight = split_retrieval_weight(weights, ranker)
 
     def rerank(batch: EvalBatch, top: torch.Tensor) -> torch.Tensor:
         logits = ranker(Impressions.of(batch, top, ranker.device))
@@ -146,5 +158,20 @@ def two_stage(
         batch_size=64,
         mask_history=config.eval.mask_history,
         progress=progress,
+        retrieval_weight=retrieval_weight,
     )
     return {"retrieval": alone, "two-stage": reranked}
+
+
+RETRIEVAL = "retrieval"  # in rerank weights: the weight of the retrieval stage's own (standardised) score
+
+
+def split_retrieval_weight(weights: dict[str, float] | None, ranker: Ranker) -> tuple[dict[str, float] | None, float]:
+    """(the heads' weights, the retrieval score's weight) of rerank `weights`; a clear error for an
+    unknown head. Only "retrieval" given: the ranker's first head with weight 1 beside it."""
+    if not weights:
+        return weights, 0.0
+    heads = {name: w for name, w in weights.items() if name != RETRIEVAL}
+    for name in heads:
+        ranker.config.task(name)
+    return heads or None, float(weights.get(RETRIEVAL, 0.0))

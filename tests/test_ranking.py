@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,6 +94,72 @@ def test_config_errors():
         RankingConfig(fusion="middle")
     with pytest.raises(ConfigError, match="share a name"):
         RankingConfig(tasks=[TaskConfig("a"), TaskConfig("a")])
+    with pytest.raises(ConfigError, match="regression head reads a value"):
+        TaskConfig("seen", kind="regression", label="event")
+    with pytest.raises(ConfigError, match="unknown sampler 'random'"):
+        RankingConfig(negative_sampler="random")
+    with pytest.raises(ConfigError, match="needs fusion early or late"):
+        RankingConfig(fusion="none", negative_sampler="hard")
+    with pytest.raises(ConfigError, match="model.select: 'rating/gauc' is no choice; valid: like/gauc"):
+        RankingConfig(select="rating/gauc")
+
+
+def test_the_checkpoint_is_chosen_by_the_first_binary_heads_gauc_by_default():
+    assert RankingConfig().selection_metric == "like/gauc"
+    assert RankingConfig(select="like/auc").selection_metric == "like/auc"
+    assert RankingConfig(select="backbone").selection_metric is None
+    regression_only = RankingConfig(tasks=[TaskConfig("rating", "regression", "rating")])
+    assert regression_only.selection_metric is None
+
+
+def ranking_objective(ml100k, **config):  # noqa: ANN001, ANN201
+    from genrec.config import TrainConfig
+    from genrec.data.splits import leave_one_out
+    from genrec.ranking_run import event_labels
+    from genrec.train.distributed import DistContext
+    from genrec.train.ranking_objective import RankingObjective
+
+    ranking = RankingConfig(
+        backbone=HSTUConfig(max_len=12, dim=16, attention_dim=8, value_dim=8, dropout=0.0), negatives=50, **config
+    )
+    from genrec.models.ranking import build_ranker
+
+    ranker = build_ranker(ml100k, ranking, None, progress=False)
+    split = leave_one_out(ml100k.sequences)
+    labels = event_labels(ml100k, ranking)
+    objective = RankingObjective(ranker, split.train, TrainConfig(), 0, DistContext(), torch.device("cpu"), labels)
+    batch = next(iter(objective.batches(1)))
+    return objective, batch.next_item_examples(ranker.max_len), split
+
+
+def test_the_event_label_is_one_for_every_real_event(ml100k):
+    from genrec.train.ranking_objective import task_labels
+
+    labels = task_labels([TaskConfig("like"), TaskConfig("event", label="event")], ml100k.interactions)
+    assert labels.shape == (ml100k.interactions.num_rows, 2) and (labels[:, 1] == 1).all()
+    assert 0 < labels[:, 0].mean() < 1  # like is not every event
+
+
+def test_popularity_negatives_follow_the_training_counts(ml100k):
+    torch.manual_seed(0)
+    objective, examples, split = ranking_objective(ml100k, negative_sampler="popularity")
+    negatives = objective.sample_negatives(examples)
+    assert negatives.shape == (len(examples.targets), 50)
+    counts = torch.from_numpy(np.bincount(split.train.items, minlength=ml100k.num_items + 1))
+    # only items with training events are drawn, and a drawn item is popular on average
+    assert (counts[negatives] > 0).all()
+    assert counts[negatives].float().mean() > 2 * counts[1:].float().mean()
+    uniform, _, _ = ranking_objective(ml100k)
+    assert counts[uniform.sample_negatives(examples)].float().mean() < counts[negatives].float().mean()
+
+
+def test_hard_negatives_come_from_the_backbones_top_items(ml100k):
+    objective, examples, _ = ranking_objective(ml100k, negative_sampler="hard", hard_pool=20)
+    negatives = objective.sample_negatives(examples)
+    pool = objective.hard_pool(examples)  # [E, 20]
+    assert pool.shape == (len(examples.targets), 20)
+    assert (pool != examples.targets[:, None]).all()  # the target is never its own negative
+    assert (negatives[:, :, None] == pool[:, None, :]).any(-1).all()
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -118,6 +185,7 @@ TINY_RANKER = [
     "train.loss.num_negatives=16",
     "train.device=cpu",
     "train.patience=null",
+    "train.lr=0.005",  # two epochs: the heads must learn fast
 ]
 
 
@@ -169,6 +237,82 @@ def test_late_fusion_trains_evaluates_and_reranks_a_retrieval_run(ml100k, tmp_pa
     assert code != 0 and "no head named 'click'" in err
     code, _, err = run_cli(capsys, "export", tmp_path / "late", "--out", tmp_path / "export")
     assert code != 0 and "no item embedding table" in err
+    # blended with the retrieval score at a weight that swamps the ranker: the retrieval order again
+    code, out, _ = run_cli(capsys, "rank", retrieval, tmp_path / "late", "--task", "event=1,retrieval=1e9", "--json")
+    blended = json.loads(out)
+    assert blended["two-stage"]["ndcg@10"] == pytest.approx(alone["ndcg@10"], abs=1e-9)
+
+    check_selection(tmp_path / "late")
+    check_stored_tables(capsys, tmp_path / "late", tmp_path / "tables")
+    check_recommender_with_ranker(retrieval, tmp_path / "late")
+
+
+def check_selection(run: Path) -> None:
+    """The best checkpoint is the validation with the highest like/gauc (the default model.select)."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r.get("split") == "valid" and not r.get("final")]
+    assert len(valid) == 2 and all("like/gauc" in r and "ndcg@10" in r for r in valid)
+    best = max(valid, key=lambda r: r["like/gauc"])
+    final = [r for r in records if r.get("split") == "valid" and r.get("final")][0]
+    assert final["epoch"] == best["epoch"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["ranking"]["valid"]["like/gauc"] == pytest.approx(best["like/gauc"])
+
+
+def check_stored_tables(capsys, run: Path, out: Path) -> None:
+    """genrec export --users: the MLP over the stored vectors gives the live ranker's logits."""
+    from genrec.ranking_run import load_ranker
+    from genrec.run_dir import RunDir
+    from genrec.runner import dataset_of_run
+    from genrec.serve.stored_ranking import StoredLateFusion
+
+    code, printed, _ = run_cli(capsys, "export", run, "--users", "--out", out, "--json")
+    assert code == 0 and json.loads(printed)["num_users"] == 943
+    stored = StoredLateFusion.load(out)
+    config = RunDir.open(run).config()
+    dataset = dataset_of_run(RunDir.open(run), config)
+    ranker = load_ranker(dataset, config, run)
+    users = torch.tensor([1, 2, 500, 943])
+    candidates = torch.tensor([[1, 50, 7], [3, 3, 1682], [10, 20, 30], [5, 6, 7]])
+    seq = dataset.sequences
+    rows = [seq.items[seq.offsets[u] : seq.offsets[u + 1]] for u in users.tolist()]
+    times = [seq.timestamps[seq.offsets[u] : seq.offsets[u + 1]] for u in users.tolist()]
+    L = max(map(len, rows))
+    pad = lambda parts: torch.tensor(np.stack([np.pad(p, (0, L - len(p))) for p in parts]))  # noqa: E731
+    lengths = torch.tensor([len(r) for r in rows])
+    now = torch.tensor([int(t[-1]) for t in times])
+    with torch.no_grad():
+        live = ranker(Impressions(users, pad(rows), pad(times), lengths, candidates, now))
+    torch.testing.assert_close(stored(users, candidates), live, rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="candidate item indices must be in 1..1682"):
+        stored(users[:1], torch.tensor([[1683]]))
+
+
+def check_recommender_with_ranker(retrieval: Path, ranker_run: Path) -> None:
+    """Recommender(ranker=...): the retrieval top R, reordered by the ranker's first head."""
+    from genrec.serve.recommender import Recommender
+
+    plain = Recommender.from_run(retrieval)
+    two = Recommender.from_run(retrieval, ranker_run=ranker_run, candidates=20)
+    retrieved = {item.id for item in plain.recommend_users(["1"], k=20)[0].items}
+    answer = two.recommend_users(["1"], k=10)[0]
+    ids = [item.id for item in answer.items]
+    scores = [item.score for item in answer.items]
+    assert len(ids) == 10 and set(ids) <= retrieved and scores == sorted(scores, reverse=True)
+    # the scores are the ranker's like probabilities of the candidates, and the list is their top 10
+    query = two.user_query("1")
+    cases, _, _ = two.cases_of([query])
+    batch = two._batch(cases, np.array([0]))
+    pool = torch.tensor([[two.item_index[str(i)] for i in sorted(retrieved, key=str)]])
+    with torch.no_grad():
+        likes = two.ranker.combined(two.ranker(Impressions.of(batch, pool, two.ranker.device)))[0]
+    expected = sorted(likes.tolist(), reverse=True)[:10]
+    assert scores == pytest.approx(expected, abs=1e-6)
+    # a retrieval weight that swamps the ranker: the retrieval order
+    swamped = Recommender.from_run(retrieval, ranker_run=ranker_run, candidates=20, rerank={"retrieval": 1e9})
+    assert [i.id for i in swamped.recommend_users(["1"], k=10)[0].items] == [
+        i.id for i in plain.recommend_users(["1"], k=10)[0].items
+    ]
 
 
 @pytest.mark.parametrize("config", ["hstu-rank-early", "rank-mlp"])

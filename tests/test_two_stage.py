@@ -11,7 +11,7 @@ import torch
 from genrec.data.splits import leave_one_out
 from genrec.eval.evaluator import evaluate
 from genrec.eval.ranking_metrics import auc, average_ranks, gauc, log_loss, rmse
-from genrec.eval.two_stage import evaluate_two_stage, reranked_ranks
+from genrec.eval.two_stage import evaluate_two_stage, reranked_ranks, standardised
 from genrec.models.popularity import Popularity
 
 
@@ -55,6 +55,20 @@ def test_reranking_a_hand_built_list():
     assert reranked_ranks(tied, torch.tensor([4]), none, none, lambda top: tied.gather(1, top), 3).tolist() == [
         math.inf
     ]
+
+
+def test_blending_standardises_both_stages_over_the_retrieved_candidates():
+    real = torch.tensor([[True, True, True, False]])
+    z = standardised(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), real)
+    torch.testing.assert_close(z[:, :3], torch.tensor([[-1.0, 0.0, 1.0]]) * (1.5**0.5))  # the 100 is not counted
+    scores = torch.tensor([[0.0, 5, 4, 3, 2, 1]])
+    none = torch.zeros(0, dtype=torch.long)
+    reverse = lambda top: -scores.gather(1, top) * 1000  # noqa: E731 (the ranker's order is the opposite)
+    # target 1 is first by retrieval and last by the ranker (of 3): the blend moves it with the weight
+    target = torch.tensor([1])
+    assert reranked_ranks(scores, target, none, none, reverse, 3).tolist() == [3.0]
+    assert reranked_ranks(scores, target, none, none, reverse, 3, retrieval_weight=0.5).tolist() == [3.0]
+    assert reranked_ranks(scores, target, none, none, reverse, 3, retrieval_weight=2.0).tolist() == [1.0]
 
 
 @pytest.mark.parametrize("candidates", [50, 200])

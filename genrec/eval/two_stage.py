@@ -6,6 +6,10 @@ The rules are the full-ranking evaluator's (`genrec.eval.evaluator`): the user's
 retrieval stage does not put in its top R is a miss at every cutoff (its reciprocal rank is 0). So
 with a ranker that returns the retrieval scores themselves, HR@K and NDCG@K for K <= R equal the
 evaluator's exactly.
+
+Blending: with `retrieval_weight` w > 0 the reranking score is z(ranker) + w * z(retrieval), each
+standardised over the case's R retrieved candidates (mean 0, standard deviation 1), so w weighs the
+two stages' orders whatever their scales (a cosine, a probability). w = 0 is the ranker alone.
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ def reranked_ranks(
     history_items: torch.Tensor,
     ranker: Callable[[torch.Tensor], torch.Tensor],
     candidates: int,
+    retrieval_weight: float = 0.0,
 ) -> torch.Tensor:
     """[B] float64 rank of each target in the reranked top `candidates` (inf when it is not retrieved).
 
     retrieval_scores: [B, N+1]; targets: [B]; history_rows/items: [X] the masked (row, item) pairs;
-    ranker: candidates [B, R] -> [B, R] scores.
+    ranker: candidates [B, R] -> [B, R] scores; retrieval_weight: see the module docstring.
     """
     B = retrieval_scores.shape[0]
     rows = torch.arange(B, device=retrieval_scores.device)
@@ -47,12 +52,26 @@ def reranked_ranks(
     top = masked.topk(R, dim=1).indices  # [B, R]
     real = masked.gather(1, top) > -torch.inf  # [B, R] masked items that only fill up the list do not compete
     scores = ranker(top).float()
+    if retrieval_weight:
+        retrieved_scores = retrieval_scores.gather(1, top).float()
+        scores = standardised(scores, real) + retrieval_weight * standardised(retrieved_scores, real)
     is_target = top == targets[:, None]  # [B, R]
     target_score = torch.where(is_target, scores, torch.zeros_like(scores)).sum(dim=1)  # [B]
     above = ((scores >= target_score[:, None]) & real & ~is_target).sum(dim=1)
     retrieved = (retrieval_ranks <= R) & is_target.any(dim=1)  # pessimistic: ties at the cut are misses
     inf = torch.full((B,), torch.inf, dtype=torch.float64, device=above.device)
     return torch.where(retrieved, (above + 1).to(torch.float64), inf)
+
+
+def standardised(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """[B, R] scores shifted and scaled to mean 0, standard deviation 1 over each row's `real` [B, R]
+    entries (a row whose real scores are all equal becomes 0)."""
+    weight = real.float()
+    count = weight.sum(dim=1, keepdim=True).clamp(min=1)
+    values = torch.where(real, scores, torch.zeros_like(scores))
+    mean = values.sum(dim=1, keepdim=True) / count
+    spread = (((values - mean) * weight) ** 2).sum(dim=1, keepdim=True) / count
+    return (scores - mean) / spread.sqrt().clamp(min=1e-12)
 
 
 def evaluate_two_stage(
@@ -69,9 +88,11 @@ def evaluate_two_stage(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "eval two-stage",
+    retrieval_weight: float = 0.0,
 ) -> dict[str, float]:
-    """HR@K / NDCG@K / MRR of the top `candidates` of `retrieval`, reordered by `ranker`, plus
-    `recall@R`: the share of targets the retrieval stage kept. Other arguments as `evaluate`."""
+    """HR@K / NDCG@K / MRR of the top `candidates` of `retrieval`, reordered by `ranker` (blended with
+    the retrieval scores by `retrieval_weight`, see the module docstring), plus `recall@R`: the share
+    of targets the retrieval stage kept. Other arguments as `evaluate`."""
     if candidates < 1:
         raise ValueError(f"candidates must be >= 1, got {candidates}")
 
@@ -83,6 +104,7 @@ def evaluate_two_stage(
             part.history_items,
             lambda top: ranker(part.batch, top).to(scores.device),
             candidates,
+            retrieval_weight,
         )
 
     # a kept target ranks within the R candidates and a dropped one is a miss, so recall@R = HR@R

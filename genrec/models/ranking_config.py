@@ -17,11 +17,18 @@ from genrec.models.hstu_config import HSTUConfig
 # none: the non-sequential baseline, user and item embeddings -> MLP (DLRM-style)
 Fusion = Literal["early", "late", "none"]
 TaskKind = Literal["binary", "regression"]
+# where a binary head's negatives come from: uniform over the catalogue; popularity: in proportion to
+# the items' training events; hard: among the backbone's own top `hard_pool` items for the history
+NegativeSampler = Literal["uniform", "popularity", "hard"]
+EVENT_LABEL = "event"
+BACKBONE = "backbone"  # model.select: the backbone's next-item train.metric
 
 
 @dataclass
 class TaskConfig:
-    """One head. label: "rating" (the event's rating) or "rating>=X" (1 when the rating is at least X)."""
+    """One head. label: "rating" (the event's rating), "rating>=X" (1 when the rating is at least X) or
+    "event" (1 for every real event: the head learns "was this impression real", the next-item question
+    a reranker of retrieved candidates asks; binary heads only)."""
 
     name: str
     kind: TaskKind = "binary"
@@ -36,8 +43,13 @@ class TaskConfig:
         if self.weight < 0:
             raise ConfigError(f"model.tasks[{self.name}].weight must be >= 0, got {self.weight}")
         self.threshold  # noqa: B018 (parses the label)
-        if self.kind == "regression" and self.threshold is not None:
+        if self.kind == "regression" and (self.threshold is not None or self.is_event):
             raise ConfigError(f"model.tasks[{self.name}]: a regression head reads a value label, got {self.label!r}")
+
+    @property
+    def is_event(self) -> bool:
+        """True for the label "event": every real impression is 1, every sampled negative 0."""
+        return self.label.strip() == EVENT_LABEL
 
     @property
     def column(self) -> str:
@@ -74,6 +86,12 @@ class RankingConfig(ModelConfig):
     backbone: ModelConfig = field(default_factory=small_hstu)  # a sasrec or hstu section; unused by fusion=none
     tasks: list[TaskConfig] = field(default_factory=default_tasks)
     negatives: int = 4  # sampled non-interacted items per positive, labelled 0 for the binary heads
+    negative_sampler: NegativeSampler = "uniform"
+    hard_pool: int = 200  # negative_sampler=hard: negatives are drawn from the backbone's top this many
+    # the validation metric that chooses the checkpoint: "<binary head>/gauc" or "<binary head>/auc" (the
+    # ranker metrics on validation), or "backbone" (the backbone's next-item train.metric);
+    # default (None): the first binary head's GAUC, or the backbone's metric without a binary head
+    select: str | None = None
     aux_weight: float = 0.1  # weight of the backbone's next-item loss
     dim: int = 32  # embedding width of the fusion=none baseline
     train_len: int = 50  # events per training window of the fusion=none baseline (the others: backbone.max_len)
@@ -99,6 +117,31 @@ class RankingConfig(ModelConfig):
             raise ConfigError("model.backbone.max_len must be >= 2 for early fusion (history + the candidate)")
         if self.examples_per_window < 1 or self.train_len < 2:
             raise ConfigError("model.examples_per_window must be >= 1 and model.train_len >= 2")
+        if self.negative_sampler not in get_args(NegativeSampler):
+            raise ConfigError(
+                f"model.negative_sampler: unknown sampler {self.negative_sampler!r}; "
+                f"valid: {', '.join(get_args(NegativeSampler))}"
+            )
+        if self.negative_sampler == "hard" and (self.fusion == "none" or self.hard_pool < 1):
+            raise ConfigError(
+                "model.negative_sampler=hard draws from the backbone's top model.hard_pool (>= 1) items: "
+                "it needs fusion early or late"
+            )
+        self.selection_metric  # noqa: B018 (checks model.select)
+
+    @property
+    def selection_metric(self) -> str | None:
+        """The ranker metric that chooses the checkpoint ("like/gauc"), or None for the backbone's."""
+        binary = [t.name for t in self.tasks if t.kind == "binary"]
+        if self.select is None:
+            return f"{binary[0]}/gauc" if binary else None
+        if self.select == BACKBONE:
+            return None
+        head, _, metric = self.select.partition("/")
+        if head not in binary or metric not in ("gauc", "auc"):
+            choices = [f"{b}/{m}" for b in binary for m in ("gauc", "auc")] + [BACKBONE]
+            raise ConfigError(f"model.select: {self.select!r} is no choice; valid: {', '.join(choices)}")
+        return self.select
 
     @property
     def uses_time(self) -> bool:

@@ -17,6 +17,11 @@ a time bias (HSTU) reads the given `timestamps` (unix seconds, one per history i
 reads positions 0..L-1 as times and the result says `time_source: "positions"`. The request time is
 `request_time`, by default the last history event's time (the position L without timestamps).
 
+Two stages: with a ranker (`Recommender.from_run(run, ranker_run=...)`, or `genrec recommend RUN
+--ranker RANKER_RUN`) the run retrieves each request's top `candidates` (the masks applied) and the
+ranker reorders them by its combined heads (`rerank`: head -> weight; "retrieval": the weight of the
+retrieval score, blended as `genrec.eval.two_stage` does); the scores returned are the reranking's.
+
 Ties: items with equal scores are listed by their index in the dataset (first seen first): the items
 sharing one semantic ID, which a generative model cannot tell apart, come in that order.
 """
@@ -43,6 +48,7 @@ from genrec.models.popularity import Popularity
 from genrec.run_dir import RunDir
 
 if TYPE_CHECKING:
+    from genrec.models.ranking import Ranker
     from genrec.serve.index import ItemIndex
 
 log = logging.getLogger("genrec.serve")
@@ -143,7 +149,11 @@ class Recommender:
         popularity: torch.Tensor,
         run_name: str,
         index: ItemIndex | None = None,
+        ranker: Ranker | None = None,
+        candidates: int = 200,
+        rerank: dict[str, float] | None = None,
     ) -> None:
+        """ranker: reorder the top `candidates` by its heads (`rerank`: weights, see the module docstring)."""
         self.config = config
         self.dataset = dataset
         self.scorer = scorer
@@ -171,16 +181,35 @@ class Recommender:
         table = dataset.items
         self.field_names = [c for c in table.column_names if c not in ("item", "raw_id")]
         self._fields = {name: table[name].to_pylist() for name in self.field_names}
+        if candidates < 1:
+            raise ConfigError(f"candidates must be >= 1, got {candidates}")
+        self.ranker, self.candidates = ranker, candidates
+        self.rerank_weights: dict[str, float] | None = None
+        self.retrieval_weight = 0.0
+        if ranker is not None:
+            from genrec.ranking_run import split_retrieval_weight
+
+            if ranker.num_items != self.num_items:
+                raise DataError(f"the ranker scores {ranker.num_items:,} items, the run {self.num_items:,}")
+            self.rerank_weights, self.retrieval_weight = split_retrieval_weight(rerank, ranker)
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, device: str | None = None, index: str | Path | None = None, progress: bool = False
+        cls,
+        run_dir: str | Path,
+        device: str | None = None,
+        index: str | Path | None = None,
+        progress: bool = False,
+        ranker_run: str | Path | None = None,
+        candidates: int = 200,
+        rerank: dict[str, float] | None = None,
     ) -> Recommender:
         """The best checkpoint of `run_dir` with its dataset (found as `genrec eval` finds it).
 
         device: where the model runs (default: the run's `train.device`, `auto` = CUDA when available).
         index: an index folder written by `genrec export --index` (sequential models only).
+        ranker_run: a ranker run of the same data that reorders the top `candidates` (`rerank`: weights).
         """
         from genrec.runner import build_model, dataset_of_run, split_for
 
@@ -206,7 +235,10 @@ class Recommender:
             from genrec.serve.index import ItemIndex
 
             item_index = ItemIndex.load(index)
-        return cls(config, dataset, scorer, popularity.counts, run.path.resolve().name, item_index)
+        ranker = None if ranker_run is None else load_ranker_for(run, config, dataset, ranker_run, device)
+        return cls(
+            config, dataset, scorer, popularity.counts, run.path.resolve().name, item_index, ranker, candidates, rerank
+        )
 
     # ---- public API --------------------------------------------------------------------------------
     def recommend(
@@ -386,8 +418,45 @@ class Recommender:
     # ---- scoring ---------------------------------------------------------------------------------------
     def top_k(self, cases: Cases, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """([B, K] item indices, [B, K] float scores) best first, K = the largest k of the cases;
-        index 0 (score -inf) where a row has fewer than K items to return."""
+        index 0 (score -inf) where a row has fewer than K items to return. With a ranker: the top
+        `candidates` retrieved, then reordered by the ranker."""
         K = int(cases.ks.max(initial=1))
+        if self.ranker is None:
+            return self.retrieve(cases, K, batch_size)
+        items, scores = self.retrieve(cases, max(K, self.candidates), batch_size)
+        return self.reranked(cases, items, scores, K, batch_size or 256)
+
+    @torch.no_grad()
+    def reranked(
+        self, cases: Cases, items: np.ndarray, scores: np.ndarray, K: int, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The retrieved `items` [B, R] (retrieval `scores` [B, R]) reordered by the ranker: [B, K] each.
+        Fallback rows (no known history) keep the popularity order."""
+        from genrec.eval.two_stage import standardised
+        from genrec.models.ranking import Impressions
+
+        assert self.ranker is not None
+        out_items, out_scores = items[:, :K].copy(), scores[:, :K].copy()
+        rows_to_rank = np.flatnonzero(~self.fallbacks(cases))
+        for begin in range(0, len(rows_to_rank), batch_size):
+            rows = rows_to_rank[begin : begin + batch_size]
+            real = torch.from_numpy(items[rows] > 0)  # [b, R]
+            candidates = torch.from_numpy(np.where(items[rows] > 0, items[rows], 1))
+            impressions = Impressions.of(self._batch(cases, rows), candidates, self.ranker.device)
+            score = self.ranker.combined(self.ranker(impressions), self.rerank_weights).float().cpu()
+            if self.retrieval_weight:
+                retrieved = torch.from_numpy(np.where(items[rows] > 0, scores[rows], 0)).float()
+                score = standardised(score, real) + self.retrieval_weight * standardised(retrieved, real)
+            score = torch.where(real, score, torch.tensor(float("-inf")))
+            order, best = ranked(score, min(K, score.shape[1]), stable=True)
+            width = best.shape[1]
+            chosen = np.take_along_axis(items[rows], order, 1)
+            chosen[~np.isfinite(best)] = 0
+            out_items[rows, :width], out_scores[rows, :width] = chosen, best
+        return out_items, out_scores
+
+    def retrieve(self, cases: Cases, K: int, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The retrieval stage's top `K` of each case: ([B, K] item indices, [B, K] scores), as `top_k`."""
         batch_size = batch_size or auto_batch_size(self.num_items)
         out_items = np.zeros((len(cases), K), dtype=np.int64)
         out_scores = np.full((len(cases), K), -np.inf, dtype=np.float32)
@@ -488,6 +557,25 @@ class Recommender:
                 )
             )
         return answers
+
+
+def load_ranker_for(
+    run: RunDir, config: RunConfig, dataset: Dataset, ranker_run: str | Path, device: str | None
+) -> Ranker:
+    """The ranker run `ranker_run`, checked to read the same data and split as `run`."""
+    from genrec.config import to_dict
+    from genrec.ranking_run import load_ranker
+
+    ranker_config = RunDir.open(ranker_run).config()
+    if to_dict(config.data) != to_dict(ranker_config.data) or to_dict(config.split) != to_dict(ranker_config.split):
+        raise ConfigError(
+            f"{run.path} and {ranker_run} read other data or splits: rerank with a ranker of the same data"
+        )
+    if device is not None:
+        ranker_config = dataclasses.replace(
+            ranker_config, train=dataclasses.replace(ranker_config.train, device=device)
+        )
+    return load_ranker(dataset, ranker_config, Path(ranker_run))
 
 
 def ranked(scores: torch.Tensor, k: int, stable: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,8 @@ class Objective(ABC):
     # validate the starting weights before the first step (a fine-tuning stage that must beat its start)
     validate_at_start: bool = False
     supports_ddp: bool = True
+    # a metric of `extra_valid_metrics` that chooses the checkpoint instead of train.metric (None: train.metric)
+    selection_metric: str | None = None
 
     @abstractmethod
     def steps_per_epoch(self) -> int:
@@ -101,6 +103,10 @@ class Objective(ABC):
     def parameters(self) -> list[nn.Parameter]:
         """The parameters the optimizer updates: trainable weights of the model and of `extra`."""
         return [p for p in [*self.model.parameters(), *self.extra.parameters()] if p.requires_grad]
+
+    def extra_valid_metrics(self) -> dict[str, float]:
+        """Validation metrics of the objective's own (a ranker's heads), logged beside the evaluator's."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """Batch-source state a checkpoint needs for an exact resume (none when the order is a

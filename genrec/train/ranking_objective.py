@@ -3,12 +3,17 @@ next-item loss.
 
 Each target event of a window is an impression labelled from the data (MovieLens: like = rating >= 4,
 rating); `negatives` sampled items per target are impressions labelled 0 for the binary heads
-(MovieLens logs no non-clicks; the regression heads ignore them). Loss = sum over tasks of weight *
+(MovieLens logs no non-clicks; the regression heads ignore them). They are drawn uniformly, in
+proportion to the items' training events (`negative_sampler: popularity`), or among the backbone's
+own top `hard_pool` items for the history (`hard`: the candidates a reranker of a retrieval stage
+sees); a draw that is the target itself is redrawn once and then left (rare). Loss = sum over tasks of weight *
 task loss (BCE for binary heads, MSE for regression) + aux_weight * the retrieval loss of the
 backbone's user vectors at every position (as `NextItemObjective`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.config import TrainConfig
-from genrec.data.batching import SequenceBatch
+from genrec.data.batching import NextItemExamples, SequenceBatch
 from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError
 from genrec.models.ranking import EmbeddingRanker, Impressions, Ranker
@@ -31,6 +36,9 @@ def task_labels(tasks: list[TaskConfig], interactions: pa.Table) -> np.ndarray:
     dataset's sequences)."""
     columns = []
     for task in tasks:
+        if task.is_event:
+            columns.append(np.ones(interactions.num_rows, dtype=np.float32))
+            continue
         if task.column not in interactions.column_names:
             raise ConfigError(
                 f"model.tasks[{task.name}] reads {task.column!r}, which this dataset's events do not have "
@@ -89,7 +97,10 @@ class RankingObjective(WindowObjective):
         device: torch.device,
         labels: EventLabels,
         examples_per_window: int = 8,
+        valid_metrics: Callable[[], dict[str, float]] | None = None,
     ) -> None:
+        """valid_metrics: the ranker's per-task validation metrics, added to each validation (the
+        trainer then selects on `model.config.selection_metric` when it is set)."""
         aux = None
         if model.config.aux_weight > 0 and not isinstance(model, EmbeddingRanker):
             aux = build_loss(config.loss, model.backbone, reduction="sum")
@@ -97,6 +108,45 @@ class RankingObjective(WindowObjective):
         self.aux = aux
         self.labels = labels
         self.examples_per_window = examples_per_window
+        self.valid_metrics = valid_metrics
+        self.selection_metric = model.config.selection_metric if valid_metrics is not None else None
+        counts = np.bincount(train.items, minlength=model.num_items + 1)[: model.num_items + 1].astype(np.float64)
+        counts[0] = 0.0
+        self.popularity = torch.from_numpy(counts).float().to(device)  # [N+1] training events per item
+
+    def extra_valid_metrics(self) -> dict[str, float]:
+        return {} if self.valid_metrics is None else self.valid_metrics()
+
+    @torch.no_grad()
+    def sample_negatives(self, examples: NextItemExamples) -> torch.Tensor:
+        """[E, K] negative items for the E examples (see the module docstring)."""
+        config = self.model.config
+        E, K = len(examples.targets), config.negatives
+        device = examples.targets.device
+        if config.negative_sampler == "popularity":
+            draw = lambda: torch.multinomial(self.popularity, E * K, replacement=True).reshape(E, K)  # noqa: E731
+        elif config.negative_sampler == "hard":
+            pool = self.hard_pool(examples)  # [E, P]
+            draw = lambda: pool.gather(1, torch.randint(0, pool.shape[1], (E, K), device=device))  # noqa: E731
+        else:
+            draw = lambda: torch.randint(1, self.model.num_items + 1, (E, K), device=device)  # noqa: E731
+        negatives = draw()
+        hit = negatives == examples.targets[:, None]
+        return torch.where(hit, draw(), negatives)
+
+    def hard_pool(self, examples: NextItemExamples) -> torch.Tensor:
+        """[E, P] the backbone's top `hard_pool` items after each example's history (the target left out)."""
+        backbone = self.model.backbone
+        was_training = backbone.training
+        backbone.eval()
+        users = backbone.last_user_vectors(
+            examples.history, examples.timestamps, examples.lengths.clamp(min=1), examples.target_timestamps
+        )
+        backbone.train(was_training)
+        scores = users.float() @ backbone.all_item_vectors().float().T  # [E, N+1]
+        scores[:, 0] = -torch.inf
+        scores[torch.arange(len(scores), device=scores.device), examples.targets] = -torch.inf
+        return scores.topk(min(self.model.config.hard_pool, self.model.num_items - 1), dim=1).indices
 
     def summed_loss(self, batch: SequenceBatch, module: nn.Module) -> torch.Tensor:
         config = self.model.config
@@ -112,7 +162,7 @@ class RankingObjective(WindowObjective):
             batch.target_timestamps,
         ).next_item_examples(self.model.max_len)
         E = len(examples.users)
-        negatives = torch.randint(1, self.model.num_items + 1, (E, config.negatives), device=examples.targets.device)
+        negatives = self.sample_negatives(examples)
         candidates = torch.cat([examples.targets[:, None], negatives], dim=1)  # [E, 1 + K]
         impressions = Impressions(
             examples.users,

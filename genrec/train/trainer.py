@@ -306,8 +306,9 @@ class Trainer:
     def _validate(self, epoch: int) -> str:
         """Validate, keep the best checkpoint, count towards patience; returns the log message's part."""
         t, s = self.train_config, self.state
-        metric = t.metric
+        metric = self.objective.selection_metric or t.metric
         valid = self.evaluate("valid")
+        valid.update(self.objective.extra_valid_metrics())
         self._log({"split": "valid", "epoch": epoch, "step": s.step, **valid})
         s.last_valid_step = s.step
         message = f"valid {metric} {valid[metric]:.4f}"
