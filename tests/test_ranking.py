@@ -245,6 +245,23 @@ def test_late_fusion_trains_evaluates_and_reranks_a_retrieval_run(ml100k, tmp_pa
     check_selection(tmp_path / "late")
     check_stored_tables(capsys, tmp_path / "late", tmp_path / "tables")
     check_recommender_with_ranker(retrieval, tmp_path / "late")
+    # genrec recommend --ranker: the same two stages, written to Parquet
+    import pyarrow.parquet as pq
+
+    users = tmp_path / "users.txt"
+    users.write_text("1\n2\n")
+    args = ["recommend", retrieval, "--users", users, "--k", "5", "--json"]
+    code, _, err = run_cli(capsys, *args, "--task", "like", "--out", tmp_path / "no.parquet")
+    assert code != 0 and "give --ranker RANKER_RUN" in err
+    code, _, _ = run_cli(
+        capsys, *args, "--ranker", tmp_path / "late", "--candidates", "20", "--out", tmp_path / "two.parquet"
+    )
+    table = pq.read_table(tmp_path / "two.parquet").to_pydict()
+    assert code == 0 and len(table["item"]) == 10
+    from genrec.serve.recommender import Recommender
+
+    two = Recommender.from_run(retrieval, ranker_run=tmp_path / "late", candidates=20)
+    assert table["item"][:5] == [i.id for i in two.recommend_users(["1"], k=5)[0].items]
 
 
 def check_selection(run: Path) -> None:

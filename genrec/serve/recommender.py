@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("genrec.serve")
 
 TIME_SOURCES = ("timestamps", "positions", "unused")
+RERANK_ROWS = 64  # requests a ranker scores at a time (early fusion: RERANK_ROWS * candidates sequences)
 
 
 @dataclass(frozen=True)
@@ -424,7 +425,7 @@ class Recommender:
         if self.ranker is None:
             return self.retrieve(cases, K, batch_size)
         items, scores = self.retrieve(cases, max(K, self.candidates), batch_size)
-        return self.reranked(cases, items, scores, K, batch_size or 256)
+        return self.reranked(cases, items, scores, K, RERANK_ROWS)
 
     @torch.no_grad()
     def reranked(
