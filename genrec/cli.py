@@ -330,7 +330,8 @@ def _export_ranker_tables(args: argparse.Namespace) -> int:
         print(json.dumps({"out": str(out), **summary}))
     else:
         print(
-            f"{summary['num_users']:,} user and {summary['num_items']:,} item vectors of dimension {summary['dim']} -> {out}"
+            f"{summary['num_users']:,} user and {summary['num_items']:,} item vectors "
+            f"of dimension {summary['dim']} -> {out}"
         )
         print("files: " + ", ".join(summary["files"]))
     return 0

@@ -3,8 +3,8 @@
 The trainer selects the checkpoint on `model.select`: by default the first binary head's validation
 GAUC (the ranker metrics of `genrec.eval.ranker_eval`, computed at each validation), or with
 `model.select: backbone` the backbone's next-item `train.metric` (what the auxiliary loss trains; the
-DLRM-style baseline ranks the catalogue by its first head); the ranking metrics of each task (`genrec.eval.ranker_eval`) are computed on the best weights, on validation and test, and
-stored under "ranking" in metrics.json.
+DLRM-style baseline ranks the catalogue by its first head). The ranking metrics of each task are
+computed on the best weights, on validation and test, and stored under "ranking" in metrics.json.
 """
 
 from __future__ import annotations

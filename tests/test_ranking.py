@@ -336,6 +336,9 @@ def check_recommender_with_ranker(retrieval: Path, ranker_run: Path) -> None:
 def test_early_fusion_and_the_baseline_train(ml100k, tmp_path, capsys, config):
     metrics = train_ranker(capsys, ml100k, tmp_path / config, config, epochs=1)
     check_heads(metrics["ranking"])
+    # only a late-fusion ranker has per-user vectors to store
+    code, _, err = run_cli(capsys, "export", tmp_path / config, "--users", "--out", tmp_path / "tables")
+    assert code != 0 and "late-fusion ranker run" in err
 
 
 def test_a_rating_task_needs_ratings(tmp_path):

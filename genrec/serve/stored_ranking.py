@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from genrec.checkpoints import BEST_CHECKPOINT
+from genrec.data.dataset import Sequences
 from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import EvalBatch, padded_histories
 from genrec.io import atomic_output_dir, check_output_not_input
@@ -40,7 +41,9 @@ SUMMARY = "export.json"
 
 
 @torch.no_grad()
-def user_vectors(scorer: SequentialScorer, sequences, users: np.ndarray, batch_size: int = 256) -> torch.Tensor:  # noqa: ANN001
+def user_vectors(
+    scorer: SequentialScorer, sequences: Sequences, users: np.ndarray, batch_size: int = 256
+) -> torch.Tensor:
     """[B, D] the user vector of each of `users` [B] (dataset indices) after their whole history in
     `sequences`, at the time of their last event (what `Recommender.recommend_users` reads)."""
     out = []

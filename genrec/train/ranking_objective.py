@@ -6,9 +6,9 @@ rating); `negatives` sampled items per target are impressions labelled 0 for the
 (MovieLens logs no non-clicks; the regression heads ignore them). They are drawn uniformly, in
 proportion to the items' training events (`negative_sampler: popularity`), or among the backbone's
 own top `hard_pool` items for the history (`hard`: the candidates a reranker of a retrieval stage
-sees); a draw that is the target itself is redrawn once and then left (rare). Loss = sum over tasks of weight *
-task loss (BCE for binary heads, MSE for regression) + aux_weight * the retrieval loss of the
-backbone's user vectors at every position (as `NextItemObjective`).
+sees); a draw that is the target itself is redrawn once and then left (rare). Loss = sum over tasks
+of weight * task loss (BCE for binary heads, MSE for regression) + aux_weight * the retrieval loss
+of the backbone's user vectors at every position (as `NextItemObjective`).
 """
 
 from __future__ import annotations
