@@ -704,7 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     rl.set_defaults(func=_llm_rl)
 
-    exp = _command(commands, "export", help="write a trained run's item embeddings (.npy, id map, .fbin/.u64bin)")
+    exp = _command(
+        commands,
+        "export",
+        help="write a trained run's item embeddings (.npy, id map, .fbin/.u64bin); --users: a late-fusion ranker's "
+        "tables",
+    )
     exp.add_argument("run_dir", metavar="RUN_DIR")
     exp.add_argument("--out", help="output folder (default RUN_DIR/export, RUN_DIR/export-users with --users)")
     exp.add_argument(

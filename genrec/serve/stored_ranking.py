@@ -69,7 +69,11 @@ def export_ranker_tables(run_dir: str | Path, out: str | Path | None = None, ove
         raise ConfigError(
             f"genrec export --users writes the tables of a late-fusion ranker run; {run.path} is "
             + (f"a fusion={fusion} ranker" if fusion else f"a {config.model.name} run")
-            + " (early fusion reads the candidate inside the sequence, so nothing per user can be stored)"
+            + (
+                " (early fusion reads the candidate inside the sequence, so nothing per user can be stored)"
+                if fusion == "early"
+                else ""
+            )
         )
     if not (run.path / BEST_CHECKPOINT).is_file():
         raise ConfigError(f"{run.path} has no {BEST_CHECKPOINT}: train the run first (genrec train)")
