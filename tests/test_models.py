@@ -186,6 +186,46 @@ def test_relative_bias_buckets_and_positions():
             assert out[i, j].item() == pytest.approx((j - i + 3) * 100 + bucket)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_table_lookup_matches_indexing_in_values_and_gradients(dtype):
+    from genrec.models.layers import table_lookup
+
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(11, dtype=dtype, generator=generator, requires_grad=True)
+    index = torch.randint(0, 11, (3, 1, 7, 7), generator=generator)
+    index[0, 0, 0, 0] = 10  # the last entry, so minlength matters only when it is absent elsewhere
+    index[1] = 4  # a heavily repeated entry
+    grad = torch.randn(index.shape, dtype=dtype, generator=generator)
+    reference = weights[index]
+    (reference_grad,) = torch.autograd.grad(reference, weights, grad)
+    fast = table_lookup(weights, index)
+    (fast_grad,) = torch.autograd.grad(fast, weights, grad)
+    assert torch.equal(fast, reference)
+    assert fast_grad.dtype == dtype
+    torch.testing.assert_close(fast_grad, reference_grad)
+    unused = torch.randint(0, 5, (4, 4), generator=generator)  # entries 5..10 get a zero gradient
+    (sparse_grad,) = torch.autograd.grad(table_lookup(weights, unused).sum(), weights)
+    assert sparse_grad.shape == weights.shape and sparse_grad[5:].abs().sum() == 0
+
+
+def test_relative_bias_gradients_match_plain_indexing():
+    torch.manual_seed(0)
+    bias = RelativeBias(max_len=6, time_buckets=8, position_bias=True)
+    times = torch.randint(0, 10**6, (2, 6)).sort(dim=1).values
+    query = times + torch.randint(1, 1000, (2, 6))
+    grad = torch.randn(2, 1, 6, 6)
+    fast_grads = torch.autograd.grad(bias(times, query), [bias.position_weights, bias.time_weights], grad)
+    positions = torch.arange(6)
+    relative = positions[None, :] - positions[:, None] + 5
+    buckets = (
+        (torch.log((query[:, :, None] - times[:, None, :]).abs().clamp(min=1).float()) / 0.301).long().clamp(max=8)
+    )
+    plain = bias.position_weights[relative] + bias.time_weights[buckets].unsqueeze(1)
+    plain_grads = torch.autograd.grad(plain, [bias.position_weights, bias.time_weights], grad)
+    for fast, reference in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(fast, reference)
+
+
 @pytest.mark.parametrize("chunk_rows", [1, 2, 64])
 def test_scorer_gives_the_same_scores_in_any_chunking(chunk_rows):
     from genrec.eval.evaluator import EvalBatch

@@ -24,7 +24,7 @@ from genrec.models.base import SequentialRecommender
 from genrec.models.hstu_attention import hstu_attention
 from genrec.models.hstu_config import HSTUConfig
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
-from genrec.models.layers import padding_mask, scaled_inputs
+from genrec.models.layers import padding_mask, scaled_inputs, table_lookup
 
 
 class RelativeBias(nn.Module):
@@ -44,11 +44,11 @@ class RelativeBias(nn.Module):
         if self.position_weights is not None:
             positions = torch.arange(L, device=timestamps.device)
             relative = positions[None, :] - positions[:, None] + self.max_len - 1  # [L, L], j - i shifted
-            bias = bias + self.position_weights[relative]
+            bias = bias + table_lookup(self.position_weights, relative)
         if self.time_weights is not None:
             gaps = (query_timestamps[:, :, None] - timestamps[:, None, :]).abs().clamp(min=1)  # [B, L, L]
             buckets = (torch.log(gaps.float()) / 0.301).long().clamp(max=self.time_buckets)
-            bias = bias + self.time_weights[buckets].unsqueeze(1)
+            bias = bias + table_lookup(self.time_weights, buckets).unsqueeze(1)
         return bias
 
 
