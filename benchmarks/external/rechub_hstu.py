@@ -75,7 +75,6 @@ import copy  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from importlib.metadata import version  # noqa: E402
@@ -87,7 +86,8 @@ from torch_rechub.models.generative.hstu import HSTUModel  # noqa: E402
 from torch_rechub.trainers.seq_trainer import SeqTrainer  # noqa: E402
 from torch_rechub.utils.data import SequenceDataGenerator  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peer_eval import add_common_args, genrec_evaluate, load_exchange, quick_ndcg10  # noqa: E402
 
 
 def windows(items: np.ndarray, timestamps: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int):
@@ -138,62 +138,18 @@ def score(model: HSTUModel, tokens: np.ndarray, diffs: np.ndarray, batch_size: i
     return np.concatenate(rows).astype(np.float32)
 
 
-def quick_ndcg10(scores: np.ndarray, cases: dict, seq_items: np.ndarray) -> float:
-    """Validation NDCG@10 with genrec's rule: full history masked (not the target), ties pessimistic."""
-    s = scores.copy()
-    s[:, 0] = -np.inf
-    targets = cases["targets"].astype(np.int64)
-    for c, (a, b) in enumerate(zip(cases["history_start"], cases["history_end"])):
-        s[c, seq_items[a:b]] = -np.inf
-    rows = np.arange(len(s))
-    t = scores[rows, targets]
-    s[rows, targets] = t
-    ranks = (s >= t[:, None]).sum(axis=1)  # counts the target itself
-    return float(np.mean(np.where(ranks <= 10, 1.0 / np.log2(ranks + 1), 0.0)))
-
-
-def genrec_evaluate(python: str, folder: Path, which: str) -> tuple[dict, float]:
-    cmd = [
-        python,
-        str(REPO_ROOT / "benchmarks/external/exchange.py"),
-        "evaluate",
-        str(folder),
-        "--scores",
-        str(folder / f"scores_{which}.npy"),
-        "--which",
-        which,
-        "--json",
-    ]
-    start = time.perf_counter()
-    out = subprocess.run(
-        cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1]), time.perf_counter() - start
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", type=Path)
+    add_common_args(p, batch_size=128, max_epochs=60, patience=5, max_minutes=20.0)
     p.add_argument("--samples", choices=["last", "sliding"], default="last")
-    p.add_argument("--max-len", type=int, default=200)
-    p.add_argument("--dim", type=int, default=50)
-    p.add_argument("--blocks", type=int, default=2)
-    p.add_argument("--heads", type=int, default=1)
     p.add_argument("--dqk", type=int, default=50)
     p.add_argument("--dv", type=int, default=50)
-    p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--time-buckets", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--betas", default="0.9,0.98")
     p.add_argument("--weight-decay", type=float, default=1e-5)
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-batch-size", type=int, default=128)
-    p.add_argument("--max-epochs", type=int, default=60)
-    p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--max-minutes", type=float, default=20.0, help="stop after the epoch that passes this")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=2022)
-    p.add_argument("--genrec-python", default=None, help="python of the genrec venv, to run exchange.py evaluate")
     p.add_argument("--log", default="rechub_hstu.json")
     args = p.parse_args()
 
@@ -201,11 +157,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     folder = args.folder
-    meta = json.loads((folder / "meta.json").read_text())
+    meta, train, seq, cases = load_exchange(folder)
     num_items = int(meta["num_items"])
-    train = dict(np.load(folder / "train.npz"))
-    seq = dict(np.load(folder / "sequences.npz"))
-    cases = {w: dict(np.load(folder / f"{w}.npz")) for w in ("valid", "test")}
 
     tokens, diffs, targets = training_samples(train, args.samples, args.max_len)
     positions = np.broadcast_to(np.arange(args.max_len), tokens.shape)  # unused by HSTUModel, kept for the API
