@@ -45,6 +45,7 @@ def train(recipe: str, seed: int, sets: list[str], out: Path, threads: int | Non
         str(run_dir),
         "--overwrite",
         "--json",
+        *(["--threads", str(threads)] if threads else []),
     ]
     print("$", " ".join(command), file=sys.stderr, flush=True)
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)

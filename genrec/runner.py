@@ -30,7 +30,6 @@ from genrec.errors import ConfigError
 from genrec.eval.evaluator import Scorer, evaluate
 from genrec.io import check_output_not_input, exclusive_lock, sha256_file
 from genrec.models.base import Recommender
-from genrec.models.base_config import ItemFeatureOptions
 from genrec.models.popularity import Popularity
 from genrec.models.registry import model_builder
 from genrec.run_dir import RunDir
@@ -54,7 +53,7 @@ def build_model(dataset: Dataset, config: RunConfig, progress: bool = True) -> R
             f"time bias: set {key}=0 (position bias only)"
         )
     builder = model_builder(model_config.name)
-    if isinstance(model_config, ItemFeatureOptions) and model_config.uses_item_features:
+    if model_config.fits_features:
         # the features' vocabularies come from the training events only (the same split every time
         # the model is rebuilt: for evaluation, serving, export)
         builder = functools.partial(builder, train=split_for(dataset, config).train)

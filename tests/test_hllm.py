@@ -32,6 +32,7 @@ from genrec.items.llm_embed import (  # noqa: E402
 from genrec.items.text import TextTemplate, render_item_texts  # noqa: E402
 from genrec.models.hllm import HLLM, FrozenTextTower  # noqa: E402
 from genrec.models.item_encoder import IDEmbedding  # noqa: E402
+from genrec.models.item_features import FeatureTextTower  # noqa: E402
 from genrec.runner import build_model, dataset_for, run, split_for  # noqa: E402
 from genrec.train.losses import SharedPoolInfoNCE  # noqa: E402
 from genrec.train.trainer import Trainer  # noqa: E402
@@ -263,6 +264,41 @@ def test_the_user_model_reads_and_scores_items_through_the_tower_as_its_item_enc
     # HSTU scales the tower's vectors by sqrt(dim), as it does its own ID table's (user.dim=16)
     expected = (tower(items) * 4.0 + user.position_embedding(torch.arange(4))) * (items != 0)[..., None]
     torch.testing.assert_close(blocks_input[0], expected)
+
+
+@pytest.mark.parametrize("combine", ["sum", "concat"])
+def test_hllm_combines_the_item_llm_embedding_with_the_items_side_features(ml100k, tiny_llama, combine):
+    config = _hllm_config(
+        ml100k, tiny_llama, "model.user.item_features=[genres, year]", f"model.user.feature_combine={combine}"
+    )
+    model = build_model(ml100k, config, progress=False).eval()
+    encoder, tower = model.user_model.item_encoder, model.tower
+    assert isinstance(encoder, FeatureTextTower) and isinstance(tower, FrozenTextTower) and encoder.tower is tower
+    assert not any(isinstance(m, IDEmbedding) for m in model.modules())  # the text vector replaces the id
+    ids = torch.tensor([[1, 5], [9, 0]])
+    parts = [tower(ids), encoder.feature_vectors("genres", ids), encoder.feature_vectors("year", ids)]
+    if combine == "sum":
+        expected = sum(parts)
+    else:
+        expected = encoder.project(torch.cat(parts, dim=-1))
+    expected = expected * (ids != 0)[..., None]
+    torch.testing.assert_close(encoder(ids), expected)
+    # the same vectors are read (history) and ranked (scoring side)
+    torch.testing.assert_close(model.item_vectors(ids), F.normalize(expected, dim=-1, eps=1e-6))
+    # two items with the same text embedding but other genres get other vectors
+    with torch.no_grad():
+        tower.table[2] = tower.table[1]
+    genres = encoder.values("genres")
+    assert not torch.equal(genres[1], genres[2])
+    vectors = encoder(torch.tensor([1, 2]))
+    assert not torch.allclose(vectors[0], vectors[1])
+    # a training step reaches the feature tables and the tower's projection, not the frozen embeddings
+    model.train()
+    items = torch.tensor([[5, 9, 2, 0]])
+    hidden = model.encode(items, torch.zeros_like(items), torch.tensor([3]))
+    (hidden[0, :3] @ model.item_vectors(torch.arange(1, 20)).T).logsumexp(-1).sum().backward()
+    assert encoder.tables["genres"].weight.grad.abs().sum() > 0 and tower.project.weight.grad is not None
+    assert not tower.table.requires_grad
 
 
 def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, tiny_llama, monkeypatch):

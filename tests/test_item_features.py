@@ -81,8 +81,8 @@ def test_feature_config_errors(data_dir):
     config = _config(data_dir, "model.item_features=[brand]")
     with pytest.raises(ConfigError, match="brand.*genres"):  # the error lists the features the dataset has
         build_model(dataset_for(config.data), config)
-    with pytest.raises(ConfigError, match="HLLM's items are its item LLM's text embeddings"):
-        load_config(None, ["model.name=hllm", "model.user.item_features=[genres]"])
+    with pytest.raises(ConfigError, match="HLLM's items have no id vector"):
+        load_config(None, ["model.name=hllm", "model.user.item_features=[genres]", "model.user.id_min_count=2"])
 
 
 def test_a_feature_model_trains_evaluates_and_ranks_items_never_seen_in_training(data_dir, tmp_path, capsys):

@@ -2,7 +2,9 @@
 
 A sequential model maps a batch of histories to one user vector per position (`encode`) and maps
 item indices to item vectors (`item_vectors`); the score of item j for a user vector u is u . v_j.
-It sees items only through its `item_encoder` (`genrec.models.item_encoder`), on both sides.
+It sees items only through its `item_encoder` (`genrec.models.item_encoder`), on both sides, and
+the user only through the user index it is given (`users`: a model with user features reads them
+as prefix tokens, `genrec.models.user_features`; the others ignore it).
 A generative model (TIGER, the SID LLM) instead generates the next item's tokens: it computes its
 own training loss from a batch and ranks items by generation (a beam search).
 Both give the evaluator a `scorer()`, so every model is measured the same way.
@@ -42,12 +44,14 @@ class SequentialRecommender(nn.Module, ABC):
         timestamps: torch.Tensor,
         lengths: torch.Tensor,
         query_timestamps: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """User vectors at every position.
 
         items: [B, L] int64 right-padded with 0; timestamps: [B, L] int64; lengths: [B] int64;
         query_timestamps: [B, L] int64 the time of the event each position predicts (optional;
-        only time-aware models read it).
+        only time-aware models read it); users: [B] int64 the dataset's user indices, 0 for a user
+        it does not know (optional, None = all unknown; only models with user features read it).
         Returns [B, L, D]; position t summarises items[:, :t+1] (causal).
         """
 
@@ -57,9 +61,10 @@ class SequentialRecommender(nn.Module, ABC):
         timestamps: torch.Tensor,
         lengths: torch.Tensor,
         query_timestamps: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Same as `encode` (so DistributedDataParallel can wrap the model)."""
-        return self.encode(items, timestamps, lengths, query_timestamps)
+        return self.encode(items, timestamps, lengths, query_timestamps, users)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         # checkpoints written before the item encoder had its name call it `item_embedding`
@@ -95,16 +100,18 @@ class SequentialRecommender(nn.Module, ABC):
         timestamps: torch.Tensor,
         lengths: torch.Tensor,
         next_timestamps: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """[B, D] the user vector after each row's last real item.
 
-        next_timestamps: [B] the time of the request (the evaluated target's time), if known.
+        next_timestamps: [B] the time of the request (the evaluated target's time), if known;
+        users: [B] the rows' user indices (see `encode`).
         """
         query = None
         if next_timestamps is not None:
             query = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)  # next event's time
             query[torch.arange(items.shape[0], device=items.device), lengths - 1] = next_timestamps
-        hidden = self.encode(items, timestamps, lengths, query)  # [B, L, D]
+        hidden = self.encode(items, timestamps, lengths, query, users)  # [B, L, D]
         rows = torch.arange(items.shape[0], device=items.device)
         return hidden[rows, lengths - 1]
 
@@ -203,13 +210,15 @@ class SequentialScorer:
             batch.history.to(device), batch.history_timestamps.to(device), batch.lengths.to(device), self.model.max_len
         )
         lengths = lengths.clamp(min=1)  # an empty history scores from padding alone
-        query_times = batch.target_timestamps.to(device)
+        query_times, user_ids = batch.target_timestamps.to(device), batch.users.to(device)
         users = []
         for start in range(0, len(lengths), self.chunk_rows):
             rows = slice(start, start + self.chunk_rows)
             width = int(lengths[rows].max())  # drop the padding columns this chunk does not use
             users.append(
-                self.model.last_user_vectors(items[rows, :width], times[rows, :width], lengths[rows], query_times[rows])
+                self.model.last_user_vectors(
+                    items[rows, :width], times[rows, :width], lengths[rows], query_times[rows], user_ids[rows]
+                )
             )
         return torch.cat(users)  # [B, D]
 

@@ -30,6 +30,12 @@ class ModelConfig:
         embed the batch's items (HLLM with a trained item LLM)."""
         return False
 
+    @property
+    def fits_features(self) -> bool:
+        """Whether the model reads side features, whose vocabularies its builder fits on the split's
+        training events (the builder then takes `train=`)."""
+        return False
+
 
 class GenerativeConfig(ModelConfig):
     """Base of the configs of models that generate the next item's semantic ID (TIGER, the SID LLM).
@@ -61,9 +67,10 @@ class LLMTuning:
 
 
 @dataclass
-class ItemFeatureOptions:
-    """Config fields of the models that can read items' side features (SASRec, HSTU; flat keys:
-    model.item_features, ...). `genrec.models.item_features.FeatureItemEncoder` applies them."""
+class FeatureOptions:
+    """Config fields of the models that can read side features (SASRec, HSTU; flat keys:
+    model.item_features, model.user_features, ...). `genrec.models.item_features.FeatureItemEncoder`
+    applies the item options, `genrec.models.user_features.UserFeaturePrefix` the user features."""
 
     # the dataset's item features the model reads (`genrec data info DATASET` lists them); [] = ids only
     item_features: list[str] = field(default_factory=list)
@@ -75,19 +82,34 @@ class ItemFeatureOptions:
     # to place items by their features alone, as it must for items with no id vector (new items)
     id_dropout: float = 0.0
     feature_combine: Literal["sum", "concat"] = "sum"  # id and feature vectors: summed, or concatenated + linear
-    max_array_values: int = 32  # array features (genres, tags): at most this many values per item
+    max_array_values: int = 32  # array features (genres, tags): at most this many values per item or user
+    # the dataset's user features (age, gender, ...) the model reads, as prefix tokens before the history;
+    # [] = none
+    user_features: list[str] = field(default_factory=list)
 
     @property
     def uses_item_features(self) -> bool:
         """Whether the item encoder is more than an ID table."""
         return bool(self.item_features) or not self.item_id or self.id_min_count > 0
 
+    @property
+    def uses_user_features(self) -> bool:
+        """Whether the user's features are prefix tokens before the history."""
+        return bool(self.user_features)
+
+    @property
+    def fits_features(self) -> bool:
+        return self.uses_item_features or self.uses_user_features
+
     def check_item_features(self) -> None:
+        """ConfigError for options that contradict each other (the user features' too)."""
         if not self.item_id and not self.item_features:
             raise ConfigError("model.item_id=false makes items their features only: name some in model.item_features")
-        if len(set(self.item_features)) != len(self.item_features):
-            twice = next(n for n in self.item_features if self.item_features.count(n) > 1)
-            raise ConfigError(f"model.item_features names {twice!r} twice")
+        for key in ("item_features", "user_features"):
+            names = getattr(self, key)
+            if len(set(names)) != len(names):
+                twice = next(n for n in names if names.count(n) > 1)
+                raise ConfigError(f"model.{key} names {twice!r} twice")
         if self.id_min_count < 0 or self.max_array_values < 1:
             raise ConfigError(
                 f"model.id_min_count must be >= 0 and model.max_array_values >= 1, got "

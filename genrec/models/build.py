@@ -28,17 +28,18 @@ from genrec.items.llm_embed import (
 from genrec.items.semantic_ids import semantic_ids_for
 from genrec.items.text import render_item_texts
 from genrec.models.base import SequentialRecommender
-from genrec.models.base_config import ItemFeatureOptions, ModelConfig
+from genrec.models.base_config import FeatureOptions, ModelConfig
 from genrec.models.causal_lm import CausalLMRecommender
 from genrec.models.causal_lm_config import CausalLMConfig
 from genrec.models.hllm import HLLM, FrozenTextTower, LLMTextTower
 from genrec.models.hllm_config import HLLMConfig, ItemLLMConfig
 from genrec.models.item_encoder import ItemEncoder
-from genrec.models.item_features import FeatureItemEncoder
+from genrec.models.item_features import FeatureItemEncoder, FeatureTextTower
 from genrec.models.llm_tuning import prepare_for_training
 from genrec.models.registry import model_class
 from genrec.models.tiger import TIGER
 from genrec.models.tiger_config import TIGERConfig
+from genrec.models.user_features import UserFeaturePrefix
 
 log = logging.getLogger("genrec.models")
 
@@ -51,28 +52,43 @@ def build_id_model(
     train: Sequences | None = None,
 ) -> SequentialRecommender:
     """SASRec or HSTU over a learned ID table of the dataset's items, or over their side features
-    (`model.item_features`), whose vocabularies are fitted on `train` (the split's training events)."""
-    assert isinstance(config, ItemFeatureOptions)
+    (`model.item_features`), with the users' features as prefix tokens (`model.user_features`); the
+    features' vocabularies are fitted on `train` (the split's training events)."""
+    assert isinstance(config, FeatureOptions)
+    encoder, prefix = feature_modules(dataset, config, config.dim, train)  # type: ignore[attr-defined]
+    return model_class(config.name)(dataset.num_items, config, encoder, prefix)  # type: ignore[call-arg,return-value]
+
+
+def feature_modules(
+    dataset: Dataset, config: FeatureOptions, dim: int, train: Sequences | None
+) -> tuple[FeatureItemEncoder | None, UserFeaturePrefix | None]:
+    """The item encoder over the items' side features (None: the model's own ID table) and the user
+    feature prefix (None: no user features) that `config` asks for, of width `dim`, fitted on `train`."""
+    if not config.fits_features:
+        return None, None
+    if train is None:
+        raise ValueError("a model with side features is built from the split's training events (train=)")
+    item_names = config.item_features if config.uses_item_features else []
+    tables = fit_features(dataset, train, item=item_names, user=config.user_features)
     encoder = None
     if config.uses_item_features:
-        if train is None:
-            raise ValueError("a model with item features is built from the split's training events (train=)")
-        features = fit_features(dataset, train, item=config.item_features, user=[]).item
         has_id = None
         if config.item_id and config.id_min_count > 0:
             has_id = np.bincount(train.items, minlength=dataset.num_items + 1) >= config.id_min_count
-        dim = config.dim  # type: ignore[attr-defined]
         encoder = FeatureItemEncoder(
             dataset.num_items,
             dim,
-            features,
+            tables.item,
             config.item_id,
             has_id,
             config.feature_combine,
             config.max_array_values,
             config.id_dropout,
         )
-    return model_class(config.name)(dataset.num_items, config, encoder)  # type: ignore[call-arg,return-value]
+    prefix = None
+    if config.uses_user_features:
+        prefix = UserFeaturePrefix(dataset.num_users, dim, tables.user, config.max_array_values)
+    return encoder, prefix
 
 
 def build_causal_lm(
@@ -92,15 +108,26 @@ def build_tiger(
 
 
 def build_hllm(
-    dataset: Dataset, config: ModelConfig, device: torch.device | None = None, progress: bool = True
+    dataset: Dataset,
+    config: ModelConfig,
+    device: torch.device | None = None,
+    progress: bool = True,
+    train: Sequences | None = None,
 ) -> HLLM:
-    """HLLM: the item tower over the dataset's item texts, as the item encoder of a fresh user model."""
+    """HLLM: the item tower over the dataset's item texts, as the item encoder of a fresh user model;
+    with `model.user.item_features`, the tower's vectors are combined with the items' side features,
+    whose vocabularies are fitted on `train` (the split's training events)."""
     assert isinstance(config, HLLMConfig)
     device = device or torch.device("cpu")
     user = config.user  # one of hllm_config.USER_MODELS
     user_llm = load_causal_lm(user) if isinstance(user, CausalLMConfig) else None
     dim = user_llm.config.hidden_size if user_llm is not None else user.dim  # type: ignore[attr-defined]
     tower = item_tower(dataset, config.item_llm, config.end_to_end, dim, device, progress)
+    if isinstance(user, FeatureOptions) and user.item_features:
+        if train is None:
+            raise ValueError("HLLM with item features is built from the split's training events (train=)")
+        features = fit_features(dataset, train, item=user.item_features, user=[]).item
+        tower = FeatureTextTower(tower, dataset.num_items, dim, features, user.feature_combine, user.max_array_values)
     if user_llm is not None:
         user_model: SequentialRecommender = CausalLMRecommender(dataset.num_items, user, user_llm, tower)
     else:

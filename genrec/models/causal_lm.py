@@ -51,6 +51,7 @@ class CausalLMRecommender(SequentialRecommender):
         timestamps: torch.Tensor,
         lengths: torch.Tensor,
         query_timestamps: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """items: [B, L] right-padded -> [B, L, H] L2-normalised user vectors (times are not used)."""
         if items.shape[1] > self.max_len:

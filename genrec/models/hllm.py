@@ -13,7 +13,9 @@ The user model is a genrec HSTU, SASRec or causal LM built with an item tower as
     LLMTextTower     the item LLM runs in the training loop on the unique items of each batch, with
                      LoRA adapters (peft) or full fine-tuning, and gradient checkpointing. Evaluation
                      embeds the catalogue once per evaluation, not once per user batch.
-Both standardise each embedding dimension with statistics of the initial catalogue embedding (LLM
+With `model.user.item_features`, the tower's vector is combined with the items' side features
+(`FeatureTextTower`: summed, or concatenated and projected), on the input and the scoring side alike.
+Both towers standardise each embedding dimension with statistics of the initial catalogue embedding (LLM
 hidden states have a few dimensions of huge magnitude that would otherwise swamp the projection).
 """
 
@@ -27,6 +29,7 @@ from genrec.items.llm_embed import TextEncoder, TokenizedTexts, embed_catalogue
 from genrec.models.base import SequentialRecommender
 from genrec.models.hllm_config import HLLMConfig
 from genrec.models.item_encoder import ItemEncoder
+from genrec.models.item_features import FeatureTextTower
 
 
 class Standardise(nn.Module):
@@ -141,7 +144,9 @@ class HLLM(SequentialRecommender):
 
     @property
     def tower(self) -> ItemEncoder:
-        return self.user_model.item_encoder
+        """The item LLM's tower (inside the side-feature combination, when the items have features)."""
+        encoder = self.user_model.item_encoder
+        return encoder.tower if isinstance(encoder, FeatureTextTower) else encoder
 
     def encode(
         self,
@@ -149,11 +154,12 @@ class HLLM(SequentialRecommender):
         timestamps: torch.Tensor,
         lengths: torch.Tensor,
         query_timestamps: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """items: [B, L] right-padded item indices -> [B, L, D] user vectors (see `SequentialRecommender`)."""
         if self.training and isinstance(self.tower, LLMTextTower):
             self.tower.start_step()  # a new batch: the item LLM's weights changed since the last one
-        return self.user_model.encode(items, timestamps, lengths, query_timestamps)
+        return self.user_model.encode(items, timestamps, lengths, query_timestamps, users)
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         return self.user_model.item_vectors(ids)

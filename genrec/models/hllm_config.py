@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from genrec.errors import ConfigError
 from genrec.items.text import HLLM_PROMPT, Pooling, TextTemplate
-from genrec.models.base_config import ItemFeatureOptions, LLMTuning, ModelConfig
+from genrec.models.base_config import FeatureOptions, LLMTuning, ModelConfig
 from genrec.models.hstu_config import HSTUConfig
 
 # the models HLLM's user model can be (model names of `genrec.models.registry`)
@@ -55,11 +55,18 @@ class HLLMConfig(ModelConfig):
             raise ConfigError(
                 f"model.user.name: HLLM's user model must be one of {', '.join(USER_MODELS)}, got {self.user.name!r}"
             )
-        if isinstance(self.user, ItemFeatureOptions) and self.user.uses_item_features:
-            raise ConfigError(
-                "model.user.item_features / item_id / id_min_count: HLLM's items are its item LLM's text "
-                "embeddings; side features are read by SASRec and HSTU (model.item_features)"
-            )
+        user = self.user
+        if isinstance(user, FeatureOptions):
+            if not user.item_id or user.id_min_count or user.id_dropout:
+                raise ConfigError(
+                    "model.user.item_id / id_min_count / id_dropout: HLLM's items have no id vector (their item "
+                    "LLM's embedding takes its place); name side features in model.user.item_features"
+                )
+            if user.user_features:
+                raise ConfigError(
+                    "model.user.user_features: HLLM's user model reads no user features yet; they are read "
+                    "by SASRec and HSTU (model.user_features)"
+                )
 
     @property
     def end_to_end(self) -> bool:
@@ -68,3 +75,9 @@ class HLLMConfig(ModelConfig):
     @property
     def uses_time(self) -> bool:
         return self.user.uses_time
+
+    @property
+    def fits_features(self) -> bool:
+        """Whether the item LLM's embeddings are combined with the items' side features
+        (model.user.item_features), fitted on the training events."""
+        return self.user.fits_features

@@ -12,6 +12,12 @@ embeddings (the item encoder's vectors: an ID table unless another encoder is gi
 sqrt(D) plus a learned position embedding; outputs and item vectors are L2-normalised, so scores
 are cosine similarities (divided by a temperature in the loss).
 The attention normaliser n is `max_len` (the reference uses its padded length, max_len + 11).
+
+User features (`model.user_features`) come as P contextual tokens before the history, as GR's
+contextual features do: every history position attends to them under the causal mask, the
+history's relative bias is unchanged (positions and time gaps among history events only), and a
+history position's attention to prefix token p gets a learned bias of its own (the tokens have no
+position or time); their outputs are dropped, never scored.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from genrec.models.hstu_attention import hstu_attention
 from genrec.models.hstu_config import HSTUConfig
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
 from genrec.models.layers import padding_mask, scaled_inputs, table_lookup
+from genrec.models.user_features import UserFeaturePrefix, prepend, user_tokens
 
 
 class RelativeBias(nn.Module):
@@ -50,6 +57,18 @@ class RelativeBias(nn.Module):
             buckets = (torch.log(gaps.float()) / 0.301).long().clamp(max=self.time_buckets)
             bias = bias + table_lookup(self.time_weights, buckets).unsqueeze(1)
         return bias
+
+
+def prefixed_bias(bias: torch.Tensor, prefix_weights: torch.Tensor) -> torch.Tensor:
+    """The [B, 1, L, L] history bias grown to [B, 1, P+L, P+L] for P prefix tokens first: history
+    rows get prefix_weights [P] towards the prefix columns; prefix rows get none (they attend only to
+    earlier prefix tokens under the causal mask)."""
+    B, _, L, _ = bias.shape
+    P = prefix_weights.shape[0]
+    full = bias.new_zeros(B, 1, P + L, P + L)
+    full[:, :, P:, P:] = bias
+    full[:, :, P:, :P] = prefix_weights.to(bias.dtype)
+    return full
 
 
 class HSTUBlock(nn.Module):
@@ -83,8 +102,15 @@ class HSTUBlock(nn.Module):
 class HSTU(SequentialRecommender):
     normalised = True
 
-    def __init__(self, num_items: int, config: HSTUConfig, item_encoder: ItemEncoder | None = None) -> None:
-        """item_encoder: ids [...] -> [..., config.dim], initialised (default: an ID table)."""
+    def __init__(
+        self,
+        num_items: int,
+        config: HSTUConfig,
+        item_encoder: ItemEncoder | None = None,
+        user_prefix: UserFeaturePrefix | None = None,
+    ) -> None:
+        """item_encoder: ids [...] -> [..., config.dim], initialised (default: an ID table);
+        user_prefix: users [B] -> [B, P, config.dim] tokens put before the history (default: none)."""
         super().__init__()
         self.num_items = num_items
         self.max_len = config.max_len
@@ -100,6 +126,8 @@ class HSTU(SequentialRecommender):
             with torch.no_grad():
                 table.weight[0].zero_()
         nn.init.xavier_normal_(self.position_embedding.weight)
+        self.user_prefix = user_prefix
+        self.prefix_bias = None if user_prefix is None else nn.Parameter(torch.zeros(user_prefix.num_tokens))
 
     def encode(
         self,
@@ -107,11 +135,13 @@ class HSTU(SequentialRecommender):
         timestamps: torch.Tensor,
         lengths: torch.Tensor,
         query_timestamps: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """items, timestamps: [B, L] right-padded -> [B, L, D] L2-normalised user vectors.
 
         query_timestamps: [B, L] the time at which position i predicts (the next event's time);
-        default: the position's own time.
+        default: the position's own time. users: [B] user indices, read when the model has user
+        features (their prefix tokens; see the module docstring).
         """
         B, L = items.shape
         if L > self.max_len:
@@ -119,9 +149,12 @@ class HSTU(SequentialRecommender):
         mask = padding_mask(items)  # [B, L, 1]
         x = scaled_inputs(self.item_encoder(items), self.position_embedding, self.dropout, mask)
         bias = self.bias(timestamps, timestamps if query_timestamps is None else query_timestamps)
+        if self.prefix_bias is not None:
+            x, mask = prepend(user_tokens(self.user_prefix, users, items, self.dropout), x, mask)  # [B, P+L, ...]
+            bias = prefixed_bias(bias, self.prefix_bias)
         for block in self.blocks:
             x = block(x, bias) * mask
-        return F.normalize(x, dim=-1, eps=1e-6)
+        return F.normalize(x[:, x.shape[1] - L :], dim=-1, eps=1e-6)
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.item_encoder(ids), dim=-1, eps=1e-6)

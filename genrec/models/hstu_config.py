@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from genrec.errors import ConfigError
-from genrec.models.base_config import ItemFeatureOptions, ModelConfig
+from genrec.models.base_config import FeatureOptions, ModelConfig
 
 # the attention kernels of `genrec.models.hstu_attention`: reference = plain PyTorch, readable, runs
 # everywhere; compiled = the reference through torch.compile (fused elementwise ops)
@@ -14,7 +14,7 @@ HSTUKernel = Literal["reference", "compiled"]
 
 
 @dataclass
-class HSTUConfig(ItemFeatureOptions, ModelConfig):
+class HSTUConfig(FeatureOptions, ModelConfig):
     name: str = "hstu"
     max_len: int = 200  # longest history; also the attention normaliser n
     dim: int = 50  # item embedding and model width

@@ -136,7 +136,8 @@ class EarlyFusionRanker(Ranker):
         target = lengths.repeat_interleave(C)  # [B*C] the candidate's position
         flat = torch.arange(B * C, device=items.device)
         seq[flat, target] = candidates.reshape(-1)
-        hidden = self.backbone.encode(seq, times, target + 1)  # [B*C, L+1, D]
+        users = batch.users.repeat_interleave(C)  # [B*C]
+        hidden = self.backbone.encode(seq, times, target + 1, users=users)  # [B*C, L+1, D]
         return self.heads(hidden[flat, target]).reshape(B, C, -1)
 
     def scorer(self) -> Scorer:
@@ -159,7 +160,9 @@ class LateFusionRanker(Ranker):
     def forward(self, batch: Impressions) -> torch.Tensor:
         """[B, L] histories, [B, C] candidates -> [B, C, T]."""
         items, timestamps, lengths = latest(batch.items, batch.timestamps, batch.lengths, self.max_len)
-        user = self.backbone.last_user_vectors(items, timestamps, lengths, batch.candidate_timestamps)  # [B, D]
+        user = self.backbone.last_user_vectors(
+            items, timestamps, lengths, batch.candidate_timestamps, batch.users
+        )  # [B, D]
         return self.heads(pair_features(user, self.backbone.item_vectors(batch.candidates)))
 
     def scorer(self) -> Scorer:

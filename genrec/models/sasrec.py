@@ -17,6 +17,7 @@ from genrec.models.base import SequentialRecommender
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
 from genrec.models.layers import CausalSelfAttention, PointWiseFeedForward, padding_mask, scaled_inputs
 from genrec.models.sasrec_config import SASRecConfig
+from genrec.models.user_features import UserFeaturePrefix, prepend, user_tokens
 
 
 class SASRecBlock(nn.Module):
@@ -36,8 +37,15 @@ class SASRecBlock(nn.Module):
 
 
 class SASRec(SequentialRecommender):
-    def __init__(self, num_items: int, config: SASRecConfig, item_encoder: ItemEncoder | None = None) -> None:
-        """item_encoder: ids [...] -> [..., config.dim], initialised (default: an ID table)."""
+    def __init__(
+        self,
+        num_items: int,
+        config: SASRecConfig,
+        item_encoder: ItemEncoder | None = None,
+        user_prefix: UserFeaturePrefix | None = None,
+    ) -> None:
+        """item_encoder: ids [...] -> [..., config.dim], initialised (default: an ID table);
+        user_prefix: users [B] -> [B, P, config.dim] tokens put before the history (default: none)."""
         super().__init__()
         self.num_items = num_items
         self.max_len = config.max_len
@@ -51,6 +59,7 @@ class SASRec(SequentialRecommender):
         for module in self.children():
             if module is not item_encoder:  # a given encoder keeps its weights (HLLM's holds an LLM)
                 module.apply(self._init_weights)
+        self.user_prefix = user_prefix  # registered after the init: it keeps its own
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -68,16 +77,22 @@ class SASRec(SequentialRecommender):
         timestamps: torch.Tensor,
         lengths: torch.Tensor,
         query_timestamps: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """items: [B, L] right-padded (L <= max_len) -> [B, L, D] (times are not used)."""
+        """items: [B, L] right-padded (L <= max_len) -> [B, L, D] (times are not used).
+
+        users: [B] user indices, read when the model has user features: their P prefix tokens come
+        before the history (every position attends to them; the history keeps positions 0..L-1).
+        """
         B, L = items.shape
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len {self.max_len}")
         mask = padding_mask(items)  # [B, L, 1]
         x = scaled_inputs(self.item_encoder(items), self.position_embedding, self.dropout, mask)
+        x, mask = prepend(user_tokens(self.user_prefix, users, items, self.dropout), x, mask)  # [B, P+L, ...]
         for block in self.blocks:
             x = block(x, mask)
-        x = self.final_norm(x)
+        x = self.final_norm(x[:, x.shape[1] - L :])  # the history's positions
         return F.normalize(x, dim=-1) if self.config.l2_norm else x
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:

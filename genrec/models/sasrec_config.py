@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genrec.errors import ConfigError
-from genrec.models.base_config import ItemFeatureOptions, ModelConfig
+from genrec.models.base_config import FeatureOptions, ModelConfig
 
 
 @dataclass
-class SASRecConfig(ItemFeatureOptions, ModelConfig):
+class SASRecConfig(FeatureOptions, ModelConfig):
     name: str = "sasrec"
     max_len: int = 200  # longest history the model reads (older items are dropped)
     dim: int = 50  # item embedding and hidden size

@@ -51,6 +51,9 @@ class RecommendRequest(BaseModel):
     exclude_seen: StrictBool = True
     exclude: list[ItemId] = Field(default_factory=list, description="raw item ids never to return")
     allow: list[ItemId] | None = Field(None, description="if given, return only these raw item ids")
+    user: ItemId | None = Field(
+        None, description="the raw user id, read by models with user features (unknown: out of vocabulary)"
+    )
 
 
 class Item(BaseModel):
@@ -242,7 +245,14 @@ def create_app(
                 f"{state.max_history} (genrec serve --max-history)",
             )
         query = Query(
-            body.history, body.k, body.timestamps, body.request_time, body.exclude_seen, body.exclude, body.allow
+            body.history,
+            body.k,
+            body.timestamps,
+            body.request_time,
+            body.exclude_seen,
+            body.exclude,
+            body.allow,
+            recommender.user_of(body.user),
         )
         return response_of(await answer(recommender, batcher, query))
 

@@ -74,7 +74,9 @@ class Query:
     exclude_seen: bool = True
     exclude: Sequence[Any] = ()
     allow: Sequence[Any] | None = None
-    user: int = 0  # the dataset's index of the user whose history this is (TIGER's user token), 0 for others
+    # the dataset's index of the user whose history this is (TIGER's user token, the user features of
+    # SASRec / HSTU), 0 for a user the dataset does not know (user features: out of vocabulary)
+    user: int = 0
 
 
 @dataclass(frozen=True)
@@ -251,9 +253,11 @@ class Recommender:
         exclude_seen: bool = True,
         exclude: Sequence[Any] = (),
         allow: Sequence[Any] | None = None,
+        user: Any = None,
     ) -> Recommendation:
-        """The top `k` items after `history` (raw item ids, oldest first); see `Query`."""
-        query = Query(history, k, timestamps, request_time, exclude_seen, exclude, allow)
+        """The top `k` items after `history` (raw item ids, oldest first); see `Query`. `user`: the raw
+        user id, for models with user features (a user the dataset does not know: out of vocabulary)."""
+        query = Query(history, k, timestamps, request_time, exclude_seen, exclude, allow, self.user_of(user))
         return self.recommend_many([query])[0]
 
     def recommend_many(self, queries: Sequence[Query]) -> list[Recommendation]:
@@ -300,6 +304,10 @@ class Recommender:
                 f"unknown user{'s' if len(missing) > 1 else ''} {shown}: not in the dataset of {self.run_name}"
             )
         return np.asarray(users, dtype=np.int64)
+
+    def user_of(self, raw_user_id: Any) -> int:
+        """The dataset's index of a raw user id; 0 for None or a user it does not know (a new user)."""
+        return 0 if raw_user_id is None else self.user_index.get(str(raw_user_id), 0)
 
     def _indices(self, raw_ids: Iterable[Any]) -> np.ndarray:
         """Item indices of the known raw ids (unknown ones dropped)."""

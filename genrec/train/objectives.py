@@ -236,7 +236,7 @@ class NextItemObjective(WindowObjective):
     user vector at every position that has a target."""
 
     def summed_loss(self, batch: SequenceBatch, module: nn.Module) -> torch.Tensor:
-        hidden = module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps)  # [B, L, D]
+        hidden = module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps, batch.users)  # [B, L, D]
         has_target = batch.targets != 0  # [B, L]
         return self.extra(hidden[has_target], batch.targets[has_target], self.model)
 
