@@ -45,6 +45,18 @@ def test_the_encoder_combines_id_and_typed_feature_vectors(data_dir):
     assert "item_encoder.tables.genres.weight" in model.state_dict()
 
 
+def test_every_feature_vector_starts_at_the_scale_of_an_id_vector(data_dir):
+    # a continuous feature's map is rank one: started large, it makes every item of a year alike
+    # (with Xavier the year's vector had 15x an id vector's norm and cost ML-1M 29% NDCG@10)
+    config = load_config("ml-1m/hstu-features.yaml", [f"data.raw={data_dir / 'ml-1m-sample'}"])
+    encoder = build_model(dataset_for(config.data), config).item_encoder
+    items = torch.arange(1, encoder.num_items + 1)
+    id_norm = encoder.id_table(items).norm(dim=-1).mean()
+    for name in encoder.names:
+        norm = encoder.feature_vectors(name, items).norm(dim=-1).mean()
+        assert 0.3 < norm / id_norm < 3, (name, float(norm), float(id_norm))
+
+
 def test_feature_only_items_get_vectors_from_what_they_are(data_dir):
     config = _config(data_dir, "model.item_features=[genres]", "model.item_id=false")
     dataset = dataset_for(config.data)

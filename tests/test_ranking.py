@@ -189,8 +189,8 @@ TINY_RANKER = [
 ]
 
 
-def train_ranker(capsys, ml100k, out, config: str, epochs: int) -> dict:
-    args = [f"data.path={ml100k.path}", f"train.epochs={epochs}", *TINY_RANKER]
+def train_ranker(capsys, ml100k, out, config: str, epochs: int, *extra: str) -> dict:
+    args = [f"data.path={ml100k.path}", f"train.epochs={epochs}", *TINY_RANKER, *extra]
     sets = [x for a in args for x in ("--set", a)]
     code, _, _ = run_cli(capsys, "train", CONFIGS / f"{config}.yaml", *sets, "--out", out, "--quiet")
     assert code == 0
@@ -339,6 +339,19 @@ def test_early_fusion_and_the_baseline_train(ml100k, tmp_path, capsys, config):
     # only a late-fusion ranker has per-user vectors to store
     code, _, err = run_cli(capsys, "export", tmp_path / config, "--users", "--out", tmp_path / "tables")
     assert code != 0 and "late-fusion ranker run" in err
+
+
+def test_a_rankers_backbone_reads_side_features(ml100k, tmp_path, capsys):
+    from genrec.models.item_features import FeatureItemEncoder
+    from genrec.ranking_run import load_ranker
+    from genrec.run_dir import RunDir
+
+    features = ["model.backbone.item_features=[genres, year]", "model.backbone.user_features=[gender, age]"]
+    metrics = train_ranker(capsys, ml100k, tmp_path / "run", "hstu-rank-early", 1, *features)
+    check_heads(metrics["ranking"])
+    ranker = load_ranker(ml100k, RunDir.open(tmp_path / "run").config(), tmp_path / "run")
+    assert isinstance(ranker.backbone.item_encoder, FeatureItemEncoder)
+    assert ranker.backbone.item_encoder.names == ["genres", "year"] and ranker.backbone.user_prefix.num_tokens == 2
 
 
 def test_a_rating_task_needs_ratings(tmp_path):

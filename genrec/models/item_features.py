@@ -91,6 +91,7 @@ class FeatureTextTower(FeatureEmbedder, ItemEncoder):
         self.add_features(num_items, dim, features, max_array_values)
         self.project = nn.Linear((len(self.names) + 1) * dim, dim) if combine == "concat" else None
         init_weights([*self.tables.modules(), *([] if self.project is None else [self.project])])
+        self.init_continuous()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         parts = [self.tower(ids), *(self.feature_vectors(name, ids) for name in self.names)]

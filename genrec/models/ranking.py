@@ -24,7 +24,7 @@ from genrec.models.ranking_config import RankingConfig
 from genrec.models.registry import model_builder
 
 if TYPE_CHECKING:
-    from genrec.data.dataset import Dataset
+    from genrec.data.dataset import Dataset, Sequences
 
 
 @dataclass(frozen=True)
@@ -206,11 +206,20 @@ class CatalogueRankingScorer:
         return torch.cat(scores)  # [B, N+1]
 
 
-def build_ranker(dataset: Dataset, config: RankingConfig, device: torch.device | None, progress: bool) -> Ranker:
-    """A fresh ranker for `dataset`: its backbone from the backbone's own builder."""
+def build_ranker(
+    dataset: Dataset,
+    config: RankingConfig,
+    device: torch.device | None,
+    progress: bool,
+    train: Sequences | None = None,
+) -> Ranker:
+    """A fresh ranker for `dataset`: its backbone from the backbone's own builder (given `train`, the
+    split's training events, when the backbone fits side features on them)."""
     if config.fusion == "none":
         return EmbeddingRanker(dataset.num_users, dataset.num_items, config)
-    backbone = model_builder(config.backbone.name)(dataset, config.backbone, device, progress)
+    builder = model_builder(config.backbone.name)
+    extra = {"train": train} if config.backbone.fits_features else {}
+    backbone = builder(dataset, config.backbone, device, progress, **extra)
     assert isinstance(backbone, SequentialRecommender)
     cls = EarlyFusionRanker if config.fusion == "early" else LateFusionRanker
     return cls(backbone, config)

@@ -130,6 +130,11 @@ class RankingConfig(ModelConfig):
         self.selection_metric  # noqa: B018 (checks model.select)
 
     @property
+    def fits_features(self) -> bool:
+        """The backbone's side features (fusion early or late) are fitted on the training events."""
+        return self.fusion != "none" and self.backbone.fits_features
+
+    @property
     def selection_metric(self) -> str | None:
         """The ranker metric that chooses the checkpoint ("like/gauc"), or None for the backbone's."""
         binary = [t.name for t in self.tasks if t.kind == "binary"]
