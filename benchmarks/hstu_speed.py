@@ -80,11 +80,23 @@ def genrec_row(label: str, config: str, epochs: int, out: Path, overrides: list[
     }
 
 
-def rechub_row(python: str, folder: Path, epochs: int, batch_size: int) -> dict:
+def rechub_row(python: str, folder: Path, epochs: int, batch_size: int, model: object) -> dict:
+    """torch-rechub's HSTU at the sizes of genrec's `model` (an HSTUConfig)."""
+    sizes = {
+        "--max-len": model.max_len,
+        "--dim": model.dim,
+        "--blocks": model.num_blocks,
+        "--heads": model.num_heads,
+        "--dqk": model.attention_dim,
+        "--dv": model.value_dim,
+        "--dropout": model.dropout,
+        "--time-buckets": model.time_buckets,
+    }
     command = [
         python,
         "benchmarks/external/rechub_hstu.py",
         str(folder),
+        *(str(x) for pair in sizes.items() for x in pair),
         "--max-epochs",
         str(epochs),
         "--patience",
@@ -123,7 +135,8 @@ def main() -> None:
     sys.path.insert(0, str(REPO_ROOT))
     from genrec.config import load_config
 
-    batch_size = load_config(args.config, args.set).train.batch_size
+    config = load_config(args.config, args.set)
+    batch_size = config.train.batch_size
     folder = args.work / "exchange"
     subprocess.run(
         [
@@ -153,7 +166,7 @@ def main() -> None:
         ),
     ]
     if not args.skip_rechub:
-        rows.append(rechub_row(args.rechub_python, folder, args.epochs, batch_size))
+        rows.append(rechub_row(args.rechub_python, folder, args.epochs, batch_size, config.model))
     print(
         f"{args.config} {' '.join(args.set)}, batch {batch_size}, {args.epochs} epochs per row, {os.cpu_count()} CPUs"
     )
