@@ -301,6 +301,30 @@ def test_hllm_combines_the_item_llm_embedding_with_the_items_side_features(ml100
     assert not tower.table.requires_grad
 
 
+def test_hllm_reads_the_users_features_as_prefix_tokens(ml100k, tiny_llama, tmp_path):
+    from genrec.models.user_features import UserFeaturePrefix
+
+    config = _hllm_config(ml100k, tiny_llama, "model.user.user_features=[gender, age]", "train.epochs=1")
+    model = build_model(ml100k, config, progress=False).eval()
+    prefix = model.user_model.user_prefix
+    assert isinstance(prefix, UserFeaturePrefix) and prefix.num_tokens == 2
+    # two users with other features and the same history get other user vectors; no user: the OOV tokens
+    genders = ml100k.users["gender"].to_pylist()  # row u = user u + 1
+    a, b = 1, next(u + 1 for u, g in enumerate(genders) if g != genders[0])
+    items = torch.tensor([[5, 9, 2], [5, 9, 2]])
+    times, lengths = torch.zeros_like(items), torch.tensor([3, 3])
+    with torch.no_grad():
+        vectors = model.encode(items, times, lengths, users=torch.tensor([a, b]))[:, -1]
+        again = model.encode(items, times, lengths, users=torch.tensor([a, a]))[:, -1]
+        unknown = model.encode(items[:1], times[:1], lengths[:1])[:, -1]
+    assert not torch.allclose(vectors[0], vectors[1]) and torch.allclose(again[0], again[1])
+    assert not torch.allclose(unknown[0], vectors[0])
+    # trains, and the prefix is rebuilt from the dataset when the run is evaluated again
+    result = run(config, tmp_path / "run", progress=False)
+    assert main(["eval", str(tmp_path / "run"), "--json", "-q"]) == 0
+    assert result.metrics["test"]["num_users"] == 943
+
+
 def test_an_end_to_end_lora_step_trains_adapters_and_item_tokens_only(ml100k, tiny_llama, monkeypatch):
     pytest.importorskip("peft")
     config = _hllm_config(

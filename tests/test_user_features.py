@@ -134,8 +134,6 @@ def test_user_feature_config_errors(ml100k):
         build_model(ml100k, config)
     with pytest.raises(ConfigError, match="model.user_features names 'gender' twice"):
         _config(ml100k, "sasrec", "model.user_features=[gender, gender]")
-    with pytest.raises(ConfigError, match="HLLM's user model reads no user features"):
-        load_config(None, ["model.name=hllm", "model.user.user_features=[gender]"])
 
 
 def test_a_user_feature_model_trains_evaluates_and_serves(ml100k, tmp_path, capsys):

@@ -116,22 +116,29 @@ def build_hllm(
 ) -> HLLM:
     """HLLM: the item tower over the dataset's item texts, as the item encoder of a fresh user model;
     with `model.user.item_features`, the tower's vectors are combined with the items' side features,
-    whose vocabularies are fitted on `train` (the split's training events)."""
+    and with `model.user.user_features` (an HSTU or SASRec user model) the users' features are prefix
+    tokens; their vocabularies are fitted on `train` (the split's training events)."""
     assert isinstance(config, HLLMConfig)
     device = device or torch.device("cpu")
     user = config.user  # one of hllm_config.USER_MODELS
     user_llm = load_causal_lm(user) if isinstance(user, CausalLMConfig) else None
     dim = user_llm.config.hidden_size if user_llm is not None else user.dim  # type: ignore[attr-defined]
     tower = item_tower(dataset, config.item_llm, config.end_to_end, dim, device, progress)
-    if isinstance(user, FeatureOptions) and user.item_features:
+    prefix = None
+    if isinstance(user, FeatureOptions) and user.fits_features:
         if train is None:
-            raise ValueError("HLLM with item features is built from the split's training events (train=)")
-        features = fit_features(dataset, train, item=user.item_features, user=[]).item
-        tower = FeatureTextTower(tower, dataset.num_items, dim, features, user.feature_combine, user.max_array_values)
+            raise ValueError("HLLM with side features is built from the split's training events (train=)")
+        tables = fit_features(dataset, train, item=user.item_features, user=user.user_features)
+        if user.item_features:
+            tower = FeatureTextTower(
+                tower, dataset.num_items, dim, tables.item, user.feature_combine, user.max_array_values
+            )
+        if user.user_features:
+            prefix = UserFeaturePrefix(dataset.num_users, dim, tables.user, user.max_array_values)
     if user_llm is not None:
         user_model: SequentialRecommender = CausalLMRecommender(dataset.num_items, user, user_llm, tower)
     else:
-        user_model = model_class(user.name)(dataset.num_items, user, tower)  # type: ignore[call-arg,assignment]
+        user_model = model_class(user.name)(dataset.num_items, user, tower, prefix)  # type: ignore[call-arg,assignment]
     return HLLM(config, user_model.to(device))
 
 

@@ -62,11 +62,6 @@ class HLLMConfig(ModelConfig):
                     "model.user.item_id / id_min_count / id_dropout: HLLM's items have no id vector (their item "
                     "LLM's embedding takes its place); name side features in model.user.item_features"
                 )
-            if user.user_features:
-                raise ConfigError(
-                    "model.user.user_features: HLLM's user model reads no user features yet; they are read "
-                    "by SASRec and HSTU (model.user_features)"
-                )
 
     @property
     def end_to_end(self) -> bool:
