@@ -680,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     rk.set_defaults(func=_rank)
 
     tr = _command(commands, "train", help="run a config: prepare data, train, evaluate, write a run directory")
-    tr.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config (default: the quickstart)")
+    tr.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config (default: popularity on MovieLens-100K)")
     _add_training_arguments(tr)
     tr.set_defaults(func=_train)
 
