@@ -116,7 +116,7 @@ def build_model(name: str, args: argparse.Namespace) -> SASRecModel | HSTUModel:
         return HSTUModel(
             loss="sampled_softmax",
             n_negatives=args.hstu_negatives,
-            relative_time_attention=True,
+            relative_time_attention=not args.no_time_attention,
             relative_pos_attention=True,
             lightning_module_kwargs={"logits_t": args.hstu_logits_t},
             **common,
@@ -317,6 +317,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-batch-size", type=int, default=256)
     p.add_argument("--hstu-negatives", type=int, default=128)
     p.add_argument("--hstu-logits-t", type=float, default=0.05)
+    p.add_argument(
+        "--no-time-attention",
+        action="store_true",
+        help="HSTU with the relative position bias only (datasets without timestamps, as genrec's time_buckets: 0)",
+    )
     p.add_argument("--esasrec-negatives", type=int, default=256)
     p.add_argument("--ligr-ff-multiplier", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
