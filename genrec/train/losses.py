@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.base import SequentialRecommender
+from genrec.train.blocked_scores import sampled_scores, softmax_cross_entropy
 
 
 class FullSoftmaxLoss(nn.Module):
@@ -26,9 +27,8 @@ class FullSoftmaxLoss(nn.Module):
         self.reduction = reduction
 
     def forward(self, users: torch.Tensor, positives: torch.Tensor, model: SequentialRecommender) -> torch.Tensor:
-        logits = users @ model.all_item_vectors().T / self.temperature  # [P, N+1]
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), positives, reduction=self.reduction)
+        # the [P, N+1] logits, a cache-sized block of rows at a time on a CPU; column 0 (padding) never counts
+        return softmax_cross_entropy(users, model.all_item_vectors(), positives, self.temperature, self.reduction)
 
 
 class NegativeSampler(ABC):
@@ -118,10 +118,8 @@ class SampledSoftmaxLoss(nn.Module):
         if score_all is None:  # small catalogue: scoring every item moves less memory than gathering
             score_all = table.shape[0] <= K * table.shape[1]
         if score_all:
-            # one gather of positive and negatives: its backward allocates one zero [P, N+1] gradient,
-            # not two (those fills were 1/6 of an ML-100K HSTU step)
-            every = users @ table.T  # [P, N+1]
-            logits = every.gather(1, torch.cat([positives.unsqueeze(1), negatives], dim=1))  # [P, 1+K]
+            # one gather of positive and negatives, a cache-sized block of rows at a time on a CPU
+            logits = sampled_scores(users, table, torch.cat([positives.unsqueeze(1), negatives], dim=1))  # [P, 1+K]
         else:
             pos_logits = (users * table[positives]).sum(-1, keepdim=True)  # [P, 1]
             neg_logits = torch.einsum("pd,pkd->pk", users, table[negatives])  # [P, K]
