@@ -154,3 +154,14 @@ def brute_force_popularity(counts, split):
         competitors = [j for j in np.flatnonzero(counts >= mine) if j != target and j != 0 and j not in history]
         ranks.append(1 + len(competitors))
     return {"hr@10": np.mean([r <= 10 for r in ranks]), "mrr": np.mean([1 / r for r in ranks])}, ranks
+
+
+def test_auto_batch_size_bounds_the_score_matrix_and_a_sequence_models_attention():
+    from genrec.eval.evaluator import auto_batch_size
+
+    assert auto_batch_size(1682) == 1024  # small catalogue, no sequence bound: the cap
+    assert auto_batch_size(12101) * 12102 <= 1 << 24  # the [B, N+1] score matrix stays within 64 MiB
+    rows = auto_batch_size(1682, max_history=200)
+    assert 1 <= rows and rows * 200 * 200 <= (1 << 24) // 16  # [B, L, L] attention within 4 MiB of floats
+    assert auto_batch_size(1682, max_history=50) > rows
+    assert auto_batch_size(10**9) == 1  # never zero rows

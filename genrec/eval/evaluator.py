@@ -68,9 +68,16 @@ def has_nan(scores: torch.Tensor) -> bool:
     return bool(torch.isnan(scores.max()))
 
 
-def auto_batch_size(num_items: int, budget: int = 1 << 24) -> int:
-    """Rows per batch so that a [B, N+1] float score matrix stays near `budget` elements (64 MiB)."""
-    return int(min(1024, max(1, budget // (num_items + 1))))
+def auto_batch_size(num_items: int, max_history: int | None = None, budget: int = 1 << 24) -> int:
+    """Rows per batch so that a [B, N+1] float score matrix stays near `budget` elements (64 MiB),
+    and a sequence model's [B, L, L] attention over histories of `max_history` near 1/16 of it, the
+    size of a CPU training micro-batch (ML-100K, L = 200: 26 rows; all 943 users in one batch made
+    [943, 200, 200] attention and int64 time-gap tensors of 151 and 302 MB, the peak memory of a
+    whole training run)."""
+    rows = budget // (num_items + 1)
+    if max_history:
+        rows = min(rows, (budget // 16) // (max_history * max_history))
+    return int(min(1024, max(1, rows)))
 
 
 @dataclass(frozen=True)
@@ -100,10 +107,10 @@ def case_batches(
     progress: bool = True,
     desc: str = "eval",
 ) -> Iterator[CaseBatch]:
-    """The cases in batches of `batch_size` (default: a 64 MiB score matrix), for `evaluate` and
+    """The cases in batches of `batch_size` (default: `auto_batch_size`), for `evaluate` and
     the two-stage evaluator alike; see `evaluate` for the arguments."""
     device = torch.device(device)
-    batch_size = batch_size or auto_batch_size(num_items)
+    batch_size = batch_size or auto_batch_size(num_items, max_history)
     starts = range(0, len(cases), batch_size)
     for begin in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
         end = min(begin + batch_size, len(cases))

@@ -53,8 +53,9 @@ class RelativeBias(nn.Module):
             relative = positions[None, :] - positions[:, None] + self.max_len - 1  # [L, L], j - i shifted
             bias = bias + table_lookup(self.position_weights, relative)
         if self.time_weights is not None:
-            gaps = (query_timestamps[:, :, None] - timestamps[:, None, :]).abs().clamp(min=1)  # [B, L, L]
-            buckets = (torch.log(gaps.float()) / 0.301).long().clamp(max=self.time_buckets)
+            # in place: [B, L, L] int64 temporaries are the largest tensors of an evaluation batch
+            gaps = (query_timestamps[:, :, None] - timestamps[:, None, :]).abs_().clamp_(min=1)  # [B, L, L]
+            buckets = gaps.float().log_().div_(0.301).long().clamp_(max=self.time_buckets)
             bias = bias + table_lookup(self.time_weights, buckets).unsqueeze(1)
         return bias
 

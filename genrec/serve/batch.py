@@ -177,7 +177,7 @@ def recommend_to_parquet(
     """Write the top `k` of every user (`users="all"`), of the users listed in a file, or of the
     requests in a `histories` file, to the Parquet file `out`."""
     out = Path(out)
-    batch_size = batch_size or auto_batch_size(recommender.num_items)
+    batch_size = batch_size or auto_batch_size(recommender.num_items, recommender.max_len)
     with atomic_output_file(out, overwrite) as tmp:
         if histories is not None:
             summary = _write_histories(recommender, tmp, histories, k, batch_size, progress)

@@ -466,7 +466,7 @@ class Recommender:
 
     def retrieve(self, cases: Cases, K: int, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The retrieval stage's top `K` of each case: ([B, K] item indices, [B, K] scores), as `top_k`."""
-        batch_size = batch_size or auto_batch_size(self.num_items)
+        batch_size = batch_size or auto_batch_size(self.num_items, self.max_len)
         out_items = np.zeros((len(cases), K), dtype=np.int64)
         out_scores = np.full((len(cases), K), -np.inf, dtype=np.float32)
         for begin in range(0, len(cases), batch_size):
