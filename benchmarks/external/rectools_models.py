@@ -267,15 +267,16 @@ def check_training_sequences(model, train: dict, max_len: int) -> int:
     return len(sessions)
 
 
-def check_recommend_round_trip(model, name: str, seq: dict, cases: dict, rows: np.ndarray, n: int = 64) -> dict:
-    """RecTools' public recommend() on the first n cases must give the exported rows' top-20 (items, scores)."""
+def check_recommend_round_trip(model, use_time: bool, seq: dict, cases: dict, rows: np.ndarray, n: int = 64) -> dict:
+    """RecTools' public recommend() on the first n cases must give the exported rows' top-20 (items, scores);
+    use_time: the model reads the request time (HSTU with time attention), given as a context frame."""
     users, starts, ends = cases["users"][:n], cases["history_start"][:n], cases["history_end"][:n]
     parts = [np.arange(a, b) for a, b in zip(starts, ends)]
     idx = np.concatenate(parts)
     frame = interactions_frame(np.repeat(users, [len(p) for p in parts]), seq["items"][idx], seq["timestamps"][idx])
     dataset = Dataset.construct(frame)
     context = None
-    if name == "hstu":
+    if use_time:
         context = pd.DataFrame(
             {
                 Columns.User: users.astype(np.int64),
@@ -335,7 +336,7 @@ def main() -> None:
     folder = args.folder
     meta, train, seq, cases = load_exchange(folder)
     num_items = int(meta["num_items"])
-    use_time = args.model == "hstu"
+    use_time = args.model == "hstu" and not args.no_time_attention  # a context row only when time is read
 
     frame = interactions_frame(flat_users(train["offsets"]), train["items"], train["timestamps"])
     dataset = Dataset.construct(frame)
@@ -373,9 +374,7 @@ def main() -> None:
 
     checks = {
         "training_users_checked": check_training_sequences(model, train, args.max_len),
-        "recommend_round_trip": {
-            w: check_recommend_round_trip(model, args.model, seq, cases[w], rows[w]) for w in cases
-        },
+        "recommend_round_trip": {w: check_recommend_round_trip(model, use_time, seq, cases[w], rows[w]) for w in cases},
         "popularity_correlation_test": popularity_correlation(rows["test"], train, num_items),
         "items_seen_in_training": int(len(scorer.genrec_of_internal)),
         "unseen_targets": {w: int((scorer.internal_of_genrec[c["targets"]] < 0).sum()) for w, c in cases.items()},
