@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.base import SequentialRecommender
+from genrec.models.dropout import Dropout
 from genrec.models.hstu_attention import hstu_attention
 from genrec.models.hstu_config import HSTUConfig
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
@@ -82,7 +83,7 @@ class HSTUBlock(nn.Module):
         self.uvqk = nn.Parameter(torch.empty(config.dim, H * (2 * dv + 2 * dqk)).normal_(0, 0.02))  # f1
         self.out = nn.Linear(H * dv, config.dim)  # f2
         nn.init.xavier_uniform_(self.out.weight)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """x: [B, L, D], bias: [B, 1, L, L] -> [B, L, D]."""
@@ -119,7 +120,7 @@ class HSTU(SequentialRecommender):
         table = IDEmbedding(num_items, config.dim) if item_encoder is None else None
         self.item_encoder = item_encoder if table is None else table
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.bias = RelativeBias(config.max_len, config.time_buckets, config.position_bias)
         self.blocks = nn.ModuleList(HSTUBlock(config) for _ in range(config.num_blocks))
         if table is not None:  # a given encoder keeps its weights

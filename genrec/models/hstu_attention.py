@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from genrec.models.dropout import dropout
 from genrec.models.hstu_config import HSTUKernel
 
 
@@ -30,7 +31,7 @@ def reference_hstu_attention(
     causal_over_n = torch.ones(L, L, dtype=scores.dtype, device=q.device).tril_() / n  # mask and scale in one product
     weights = F.silu(scores) * causal_over_n
     if dropout_p > 0:
-        weights = F.dropout(weights, dropout_p)
+        weights = dropout(weights, dropout_p)
     return torch.einsum("bhij,bhjd->bhid", weights, v)
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec.models.dropout import Dropout
+
 
 class CausalSelfAttention(nn.Module):
     """Softmax multi-head self-attention with a causal mask (SASRec).
@@ -42,7 +44,7 @@ class PointWiseFeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+            nn.Linear(dim, hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, dim), Dropout(dropout)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +52,7 @@ class PointWiseFeedForward(nn.Module):
 
 
 def scaled_inputs(
-    vectors: torch.Tensor, position_embedding: nn.Embedding, dropout: nn.Dropout, mask: torch.Tensor
+    vectors: torch.Tensor, position_embedding: nn.Embedding, dropout: nn.Module, mask: torch.Tensor
 ) -> torch.Tensor:
     """The input of SASRec's and HSTU's blocks: the items' encoder vectors [B, L, D] scaled by sqrt(D)
     (as the authors' SASRec scales its embedding table), plus the learned position embedding, then

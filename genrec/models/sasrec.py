@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.base import SequentialRecommender
+from genrec.models.dropout import Dropout
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
 from genrec.models.layers import CausalSelfAttention, PointWiseFeedForward, padding_mask, scaled_inputs
 from genrec.models.sasrec_config import SASRecConfig
@@ -53,7 +54,7 @@ class SASRec(SequentialRecommender):
         self.normalised = config.l2_norm
         self.item_encoder = IDEmbedding(num_items, config.dim) if item_encoder is None else item_encoder
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_blocks))
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
         for module in self.children():
