@@ -75,6 +75,14 @@ def recipe_value(config: Any, key: str) -> Any:
     return node
 
 
+def in_space(spec: tuple, value: Any) -> bool:
+    """Whether `value` is one of a categorical's choices or within a float range's bounds."""
+    kind, *args = spec
+    if kind == "cat":
+        return value in args
+    return value is not None and args[0] <= value <= args[1]
+
+
 def valid_curve(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     """(epoch, validation metric) of the evaluations a run has logged so far."""
     path = run_dir / "metrics.jsonl"
@@ -155,7 +163,9 @@ def main() -> None:
         from genrec.config import load_config
 
         config = load_config(args.recipe, args.set)
-        study.enqueue_trial({key: recipe_value(config, key) for key in SPACES[args.space]})
+        start = {key: recipe_value(config, key) for key in SPACES[args.space]}
+        # a recipe value outside the space (e.g. batch 128 against 16-64) is left to the sampler
+        study.enqueue_trial({key: value for key, value in start.items() if in_space(SPACES[args.space][key], value)})
     done = len([t for t in study.trials if t.state.is_finished()])
     study.optimize(
         lambda trial: run_trial(trial, args),
