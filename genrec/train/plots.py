@@ -19,11 +19,9 @@ def plot_run(
 ) -> Path | None:
     """One panel per training series in `train_keys` and one for the validation `metric`, against
     `x` (epoch, or step for GRPO runs); None when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a Figure without pyplot: no global figure manager, no GUI backend, a lighter import
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         if not _warned:
             log.warning("matplotlib is not installed, so runs get no %s: pip install 'genrec[plot]'", out_name)
@@ -35,21 +33,19 @@ def plot_run(
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     train = [r for r in records if r.get("split") == "train"]
     valid = [r for r in records if r.get("split") == "valid" and not r.get("final") and metric in r]
-    fig, axes = plt.subplots(1, len(train_keys) + 1, figsize=(5 * (len(train_keys) + 1), 3.5))
+    fig = Figure(figsize=(5 * (len(train_keys) + 1), 3.5))
+    axes = fig.subplots(1, len(train_keys) + 1)
     for axis, key in zip(axes, train_keys):
         points = [r for r in train if key in r]
         axis.plot([r[x] for r in points], [r[key] for r in points], marker=".")
         axis.set(title=f"training {key}", xlabel=x)
     axes[-1].plot([r[x] for r in valid], [r[metric] for r in valid], marker=".", color="tab:green")
     axes[-1].set(title=f"validation {metric}", xlabel=x)
-    from matplotlib.ticker import MaxNLocator
-
     for axis in axes:  # epochs and steps are whole numbers
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     out = Path(run_dir) / out_name
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(out)
     return out
