@@ -11,6 +11,8 @@ the tests check its keep rate, its scaling and its gradient against that definit
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,9 +29,7 @@ def dropped_levels(p: float) -> int:
 
 def bit_dropout_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """A bool mask of `shape`, True (kept) with probability 1 - dropped_levels(p) / 65536."""
-    numel = 1
-    for size in shape:
-        numel *= size
+    numel = math.prod(shape)
     words = torch.randint(-(1 << 63), (1 << 63) - 1, ((numel + 3) // 4,), dtype=torch.int64, device=device)
     slices = words.view(torch.int16)[:numel].view(shape)  # uniform in -32768..32767
     return slices >= dropped_levels(p) - (LEVELS >> 1)

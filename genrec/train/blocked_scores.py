@@ -38,6 +38,13 @@ def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def common_dtype(users: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """users and table in one float type of at least 32 bits (the hand-written backwards multiply them)."""
+    users, table = at_least_fp32(users), at_least_fp32(table)
+    dtype = torch.promote_types(users.dtype, table.dtype)
+    return users.to(dtype), table.to(dtype)
+
+
 def reference_sampled_scores(users: torch.Tensor, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """users: [P, D]; table: [N, D]; index: [P, K] int64 in 0..N-1 -> scores [P, K]."""
     return (users @ table.T).gather(1, index)
@@ -91,8 +98,7 @@ def blocked_sampled_scores(
         )
     if index.shape[0] != users.shape[0]:
         raise ValueError(f"index has {index.shape[0]} rows for {users.shape[0]} users")
-    if users.dtype != table.dtype:  # the hand-written backward multiplies them together
-        users, table = users.float(), table.float()
+    users, table = common_dtype(users, table)
     return _BlockedSampledScores.apply(users, table, index, rows or block_rows(table.shape[0]))
 
 
@@ -170,11 +176,9 @@ def blocked_softmax_cross_entropy(
             f"expected users [P, D], table [N, D], positives [P]; got {tuple(users.shape)}, "
             f"{tuple(table.shape)}, {tuple(positives.shape)}"
         )
-    users, table = at_least_fp32(users), at_least_fp32(table)
+    users, table = common_dtype(users, table)
     if not torch.is_grad_enabled():  # evaluation: skip the gradient work the forward pass would do
         users, table = users.detach(), table.detach()
-    if users.dtype != table.dtype:
-        users, table = users.double(), table.double()
     return _BlockedSoftmaxCrossEntropy.apply(
         users, table, positives, temperature, rows or block_rows(table.shape[0]), reduction == "mean"
     )
