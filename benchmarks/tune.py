@@ -49,6 +49,30 @@ SPACES: dict[str, dict[str, tuple]] = {
         "train.weight_decay": ("cat", 0.0, 0.01, 0.1),
         "train.batch_size": ("cat", 16, 32, 64),
     },
+    # the full softmax (every item a negative: cheap for catalogues of a few thousand items), with
+    # its temperature and stronger regularisation in the space; for small, sparse datasets
+    "sasrec-full": {
+        "model.dropout": ("cat", 0.3, 0.4, 0.5, 0.6, 0.7),
+        "model.dim": ("cat", 50, 64, 96, 128),
+        "model.num_blocks": ("cat", 1, 2, 3, 4),
+        "model.num_heads": ("cat", 1, 2),
+        "model.l2_norm": ("cat", False, True),
+        "train.lr": ("log", 5e-4, 5e-3),
+        "train.weight_decay": ("cat", 0.01, 0.1, 0.3),
+        "train.loss.temperature": ("log", 0.02, 1.0),
+        "train.batch_size": ("cat", 16, 32, 64, 128),
+    },
+    "hstu-full": {
+        "model.dropout": ("cat", 0.2, 0.3, 0.4, 0.5, 0.6),
+        "model.attention_dropout": ("cat", 0.0, 0.1, 0.2),
+        "model.dim": ("cat", 50, 64, 96, 128),
+        "model.num_blocks": ("cat", 1, 2, 3, 4),
+        "model.num_heads": ("cat", 1, 2),
+        "train.lr": ("log", 5e-4, 5e-3),
+        "train.weight_decay": ("cat", 0.0, 0.01, 0.1, 0.3),
+        "train.loss.temperature": ("log", 0.02, 0.2),
+        "train.batch_size": ("cat", 16, 32, 64, 128),
+    },
 }
 
 
@@ -62,7 +86,7 @@ def sample(trial: Any, space_name: str) -> dict[str, Any]:
             values[key] = trial.suggest_float(key, args[0], args[1], log=True)
         else:
             values[key] = trial.suggest_float(key, args[0], args[1])
-    if space_name == "hstu":  # the per-head sizes follow the width
+    if space_name.startswith("hstu"):  # the per-head sizes follow the width
         values["model.attention_dim"] = values["model.value_dim"] = values["model.dim"] // values["model.num_heads"]
     return values
 

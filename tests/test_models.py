@@ -1,6 +1,7 @@
 """The sequential-model contract, checked the same way for every model (a shared mixin)."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from genrec.models import HSTU, HSTUConfig, SASRec, SASRecConfig
 from genrec.models.hstu import RelativeBias
-from genrec.models.hstu_attention import hstu_attention, reference_hstu_attention
+from genrec.models.hstu_attention import chunked_hstu_attention, hstu_attention, reference_hstu_attention
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
 
 NUM_ITEMS = 60
@@ -171,6 +172,77 @@ def test_compiled_kernel_matches_reference_outputs_and_gradients(shape):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 4, 16])
+@pytest.mark.parametrize("sorted_lengths", [True, False])
+@pytest.mark.parametrize("shared_bias", [True, False])
+def test_chunked_kernel_matches_reference_at_real_positions(chunk, sorted_lengths, shared_bias):
+    B, H, L, dqk, dv = 4, 2, 9, 4, 3
+    q, k, v, bias = attention_inputs(B, H, L, dqk, dv)
+    if shared_bias:
+        bias = bias[:1].detach().clone().requires_grad_(True)
+    lengths = torch.tensor([9, 6, 3, 1] if sorted_lengths else [3, 9, 1, 6])
+    real = (torch.arange(L)[None, :] < lengths[:, None]).to(q.dtype)[:, None, :, None]  # [B, 1, L, 1]
+    grad = torch.randn(B, H, L, dv, dtype=q.dtype, generator=torch.Generator().manual_seed(1)) * real
+    ref = reference_hstu_attention(q, k, v, bias, 16)
+    ref_grads = torch.autograd.grad(ref, (q, k, v, bias), grad)
+    out = chunked_hstu_attention(q, k, v, bias, 16, lengths=lengths, chunk=chunk)
+    grads = torch.autograd.grad(out, (q, k, v, bias), grad)
+    torch.testing.assert_close(out * real, ref * real)
+    for name, a, b in zip("qkvb", grads, ref_grads):
+        torch.testing.assert_close(a, b, msg=f"gradient of {name}")
+    if sorted_lengths:  # rows with no position in a chunk are skipped: their padding outputs are 0
+        assert torch.all(out[3, :, chunk:] == 0)  # row 3 has 1 position: chunks after the first skip it
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_chunked_kernel_gradcheck(dropout_p):
+    """The hand-written backward against finite differences, with dropout too (the generator is
+    re-seeded before every forward, so each one draws the same mask)."""
+    q, k, v, bias = attention_inputs(3, 2, 7, 3, 2)
+    lengths = torch.tensor([7, 5, 2])
+
+    real = (torch.arange(7)[None, :] < lengths[:, None]).to(q.dtype)[:, None, :, None]
+
+    def attention(q, k, v, bias, p=dropout_p):
+        torch.manual_seed(0)
+        return chunked_hstu_attention(q, k, v, bias, 5, p, lengths, chunk=3) * real
+
+    assert torch.autograd.gradcheck(attention, (q, k, v, bias))
+    if dropout_p:  # the mask drops some weights: the output differs from the dropout-free one
+        assert not torch.allclose(attention(q, k, v, bias), attention(q, k, v, bias, p=0.0))
+
+
+def test_chunked_kernel_without_lengths_is_the_reference():
+    q, k, v, bias = attention_inputs(3, 1, 11, 4, 5)
+    torch.testing.assert_close(
+        hstu_attention(q, k, v, bias, 8, kernel="chunked"), reference_hstu_attention(q, k, v, bias, 8)
+    )
+    with pytest.raises(ValueError, match="lengths"):
+        hstu_attention(q, k, v, bias, 8, kernel="chunked", lengths=torch.tensor([3, 2]))
+
+
+def test_hstu_trains_the_same_with_the_chunked_and_the_reference_kernel():
+    """The whole model: same user vectors at real positions and the same parameter gradients."""
+    torch.manual_seed(0)
+    config = HSTUConfig(max_len=12, dim=8, num_blocks=2, num_heads=2, attention_dim=4, value_dim=4, dropout=0.0)
+    chunked = HSTU(30, replace(config, kernel="chunked")).double()
+    reference = HSTU(30, replace(config, kernel="reference")).double()
+    reference.load_state_dict(chunked.state_dict())
+    lengths = torch.tensor([12, 7, 5, 2])
+    items = torch.randint(1, 30, (4, 12)) * (torch.arange(12)[None, :] < lengths[:, None])
+    times = torch.arange(12).repeat(4, 1) * 1000
+    real = (items != 0)[..., None]
+    outs = []
+    for model in (chunked, reference):
+        hidden = model.encode(items, times, lengths) * real
+        hidden.pow(2).sum().backward()
+        outs.append((hidden.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    assert outs[0][1].keys() == outs[1][1].keys()
+    for name in outs[0][1]:
+        torch.testing.assert_close(outs[0][1][name], outs[1][1][name], msg=name)
+
+
 def test_relative_bias_buckets_and_positions():
     bias = RelativeBias(max_len=4, time_buckets=8, position_bias=True)
     with torch.no_grad():
@@ -233,6 +305,8 @@ def test_scorer_gives_the_same_scores_in_any_chunking(chunk_rows):
 
     model = HSTU(NUM_ITEMS, HSTUConfig(max_len=12, dim=16, attention_dim=8, value_dim=8, dropout=0.0)).eval()
     items, times, lengths = random_batch()
+    order = torch.tensor([1, 2, 0])  # lengths 7, 1, 12: the scorer sorts them and must put them back
+    items, times, lengths = items[order], times[order], lengths[order]
     batch = EvalBatch(
         users=torch.arange(1, 4),
         history=items,
@@ -242,3 +316,15 @@ def test_scorer_gives_the_same_scores_in_any_chunking(chunk_rows):
     )
     whole = SequentialScorer(model, chunk_rows=1000)(batch)
     torch.testing.assert_close(SequentialScorer(model, chunk_rows=chunk_rows)(batch), whole, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # each row alone, in the batch's order
+        alone = torch.cat(
+            [
+                model.last_user_vectors(
+                    items[r : r + 1, :n], times[r : r + 1, :n], lengths[r : r + 1], batch.target_timestamps[r : r + 1]
+                )
+                for r, n in enumerate(lengths.tolist())
+            ]
+        )
+    torch.testing.assert_close(
+        SequentialScorer(model, chunk_rows=chunk_rows).user_vectors(batch), alone, rtol=1e-5, atol=1e-6
+    )

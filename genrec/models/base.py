@@ -211,16 +211,19 @@ class SequentialScorer:
         )
         lengths = lengths.clamp(min=1)  # an empty history scores from padding alone
         query_times, user_ids = batch.target_timestamps.to(device), batch.users.to(device)
+        # longest first: a chunk of similar lengths carries little padding (and HSTU's chunked
+        # attention skips the rows a query chunk does not reach); rows are put back in order at the end
+        order = torch.argsort(lengths, descending=True, stable=True)
         users = []
         for start in range(0, len(lengths), self.chunk_rows):
-            rows = slice(start, start + self.chunk_rows)
+            rows = order[start : start + self.chunk_rows]
             width = int(lengths[rows].max())  # drop the padding columns this chunk does not use
             users.append(
                 self.model.last_user_vectors(
                     items[rows, :width], times[rows, :width], lengths[rows], query_times[rows], user_ids[rows]
                 )
             )
-        return torch.cat(users)  # [B, D]
+        return torch.cat(users)[torch.argsort(order)]  # [B, D]
 
 
 class GeneratedRankingScorer:

@@ -85,8 +85,8 @@ class HSTUBlock(nn.Module):
         nn.init.xavier_uniform_(self.out.weight)
         self.dropout = Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, D], bias: [B, 1, L, L] -> [B, L, D]."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, L, D], bias: [B, 1, L, L], lengths: [B] real positions (right padding) -> [B, L, D]."""
         B, L, _ = x.shape
         c = self.config
         H, dqk, dv = c.num_heads, c.attention_dim, c.value_dim
@@ -95,7 +95,7 @@ class HSTUBlock(nn.Module):
         q, k = (t.view(B, L, H, dqk).transpose(1, 2) for t in (q, k))  # [B, H, L, dqk]
         v = v.view(B, L, H, dv).transpose(1, 2)  # [B, H, L, dv]
         dropout_p = c.attention_dropout if self.training else 0.0
-        attended = hstu_attention(q, k, v, bias, c.max_len, dropout_p, c.kernel)  # [B, H, L, dv]
+        attended = hstu_attention(q, k, v, bias, c.max_len, dropout_p, c.kernel, lengths)  # [B, H, L, dv]
         attended = attended.transpose(1, 2).reshape(B, L, H * dv)
         gated = F.layer_norm(attended, (H * dv,), eps=1e-6) * u  # Norm(A V) * U
         return x + self.out(self.dropout(gated))
@@ -154,8 +154,9 @@ class HSTU(SequentialRecommender):
         if self.prefix_bias is not None:
             x, mask = prepend(user_tokens(self.user_prefix, users, items, self.dropout), x, mask)  # [B, P+L, ...]
             bias = prefixed_bias(bias, self.prefix_bias)
+            lengths = lengths + self.user_prefix.num_tokens
         for block in self.blocks:
-            x = block(x, bias) * mask
+            x = block(x, bias, lengths) * mask
         return F.normalize(x[:, x.shape[1] - L :], dim=-1, eps=1e-6)
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,10 @@ from genrec.errors import ConfigError
 from genrec.models.base_config import FeatureOptions, ModelConfig
 
 # the attention kernels of `genrec.models.hstu_attention`: reference = plain PyTorch, readable, runs
-# everywhere; compiled = the reference through torch.compile (fused elementwise ops)
-HSTUKernel = Literal["reference", "compiled"]
+# everywhere; chunked = the same values a chunk of query positions at a time, without the masked and
+# padded cells; compiled = the reference through torch.compile (fused elementwise ops);
+# auto = chunked on a CPU, the reference elsewhere
+HSTUKernel = Literal["auto", "reference", "chunked", "compiled"]
 
 
 @dataclass
@@ -26,7 +28,7 @@ class HSTUConfig(FeatureOptions, ModelConfig):
     attention_dropout: float = 0.0  # on the attention weights (generative-recommenders never applies it)
     time_buckets: int = 128  # buckets of log time gaps (0 disables the time bias)
     position_bias: bool = True
-    kernel: HSTUKernel = "reference"  # attention kernel: reference | compiled
+    kernel: HSTUKernel = "auto"  # attention kernel: auto | reference | chunked | compiled
 
     def __post_init__(self) -> None:
         self.check_item_features()
