@@ -61,9 +61,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from genrec.allocator import keep_freed_memory
     from genrec.config import load_config
     from genrec.runner import build_model, dataset_for, split_for
     from genrec.train.trainer import Trainer
+
+    keep_freed_memory()  # as the genrec command does
 
     config = load_config(args.config, [*args.set, "train.device=cpu"])
     dataset = dataset_for(config.data)

@@ -30,9 +30,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25, help="operators to list")
     args = parser.parse_args()
 
+    from genrec.allocator import keep_freed_memory
     from genrec.config import load_config
     from genrec.runner import build_model, dataset_for, split_for
     from genrec.train.trainer import Trainer
+
+    keep_freed_memory()  # as the genrec command does
 
     config = load_config(args.config, [*args.set, "train.device=cpu"])
     dataset = dataset_for(config.data)

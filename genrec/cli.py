@@ -848,6 +848,10 @@ def main(argv: list[str] | None = None) -> int:
             from genrec.threads import configure_threads
 
             configure_threads(args.threads)
+        if args.command in _TORCH_COMMANDS:
+            from genrec.allocator import keep_freed_memory
+
+            keep_freed_memory()
         code = args.func(args)
         sys.stdout.flush()  # inside the try: a closed pipe shows here, not at the interpreter's exit
         return code

@@ -157,6 +157,7 @@ def test_blocked_softmax_cross_entropy_matches_the_reference_in_values_and_gradi
     users = torch.randn(P, D, generator=generator, dtype=torch.float64)
     table = torch.randn(N, D, generator=generator, dtype=torch.float64)
     positives = torch.randint(1, N, (P,), generator=generator)
+    assert positives.unique().numel() < P  # repeated positives: their table gradients add up
     upstream = 0.7  # backward must scale the gradients it stored by the upstream value
     results = []
     for fn in (reference_softmax_cross_entropy, blocked_softmax_cross_entropy):
@@ -171,6 +172,25 @@ def test_blocked_softmax_cross_entropy_matches_the_reference_in_values_and_gradi
     with torch.no_grad():  # evaluation: the same value, no gradient work
         value = blocked_softmax_cross_entropy(users, table, positives, 0.1, reduction, rows=rows)
     torch.testing.assert_close(value, results[0][0], rtol=1e-10, atol=1e-10)
+
+
+def test_blocked_softmax_cross_entropy_is_stable_with_large_logits_in_float32():
+    """Logits in the hundreds (unnormalised vectors, a small temperature) overflow a naive exp; the
+    blocked loss subtracts each row's maximum as F.cross_entropy does."""
+    from genrec.train.blocked_scores import blocked_softmax_cross_entropy, reference_softmax_cross_entropy
+
+    generator = torch.Generator().manual_seed(3)
+    users, table = torch.randn(40, 16, generator=generator) * 3, torch.randn(300, 16, generator=generator) * 3
+    positives = torch.randint(1, 300, (40,), generator=generator)
+    grads = []
+    for fn in (reference_softmax_cross_entropy, blocked_softmax_cross_entropy):
+        u, t = users.clone().requires_grad_(), table.clone().requires_grad_()
+        loss = fn(u, t, positives, 0.02)
+        loss.backward()
+        assert torch.isfinite(loss) and loss > 10  # logits / 0.02 reach the hundreds
+        grads.append((loss.detach(), u.grad, t.grad))
+    for ref, fast in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_full_softmax_loss_trains_the_item_table_through_the_blocked_path(model):

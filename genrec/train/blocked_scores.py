@@ -18,10 +18,11 @@ Beauty: P ~ 1,100 positions x 12,102 items per batch):
 - `reference_softmax_cross_entropy`: the [P, N] logits, then `F.cross_entropy`; its backward
   stores and streams the [P, N] logits and their softmax.
 - `blocked_softmax_cross_entropy`: the loss of a block of rows at a time; each block's gradient
-  with respect to the users and the table is computed right there, while the block is in cache, and
+  with respect to the users and the table is computed right there, while the block is fresh, and
   kept ([P, D] and [N, D]): the loss is a sum or a mean, so its backward only scales them by the
   upstream scalar. Same products as the reference (one forward, two for the gradient), no [P, N]
-  tensor. This is what fused "linear cross-entropy" kernels do on GPUs (Liger, Cut Cross-Entropy).
+  tensor, and only four passes over each [rows, N] block besides the products (see the class).
+  This is what fused "linear cross-entropy" kernels do on GPUs (Liger, Cut Cross-Entropy).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# floats in one [rows, N] block (512 KB): 64-160 rows ran alike on ML-100K, a whole [P, N] product 1.8x slower
+# floats in one [rows, N] block of the sampled scores (512 KB): 64-160 rows ran alike on ML-100K, a
+# whole [P, N] product 1.8x slower
 BLOCK_FLOATS = 1 << 17
+SOFTMAX_BLOCK_FLOATS = 1 << 22  # the most floats in one [rows, N] block of the cross-entropy (16 MB)
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -53,6 +56,13 @@ def reference_sampled_scores(users: torch.Tensor, table: torch.Tensor, index: to
 def block_rows(num_items: int) -> int:
     """Rows per block for a catalogue of `num_items` (at least 16, so that small blocks stay GEMMs)."""
     return max(16, BLOCK_FLOATS // max(num_items, 1))
+
+
+def softmax_block_rows(num_items: int) -> int:
+    """Rows per block of the blocked cross-entropy: 256 (each block also adds a whole [N, D]
+    gradient into the table's, so fewer, larger blocks win: 256 rows ran fastest on ML-100K's 1,683
+    and Beauty's 12,102 items), fewer where a block would pass 4M floats (16 MB), at least 16."""
+    return max(16, min(256, SOFTMAX_BLOCK_FLOATS // max(num_items, 1)))
 
 
 class _BlockedSampledScores(torch.autograd.Function):
@@ -121,30 +131,42 @@ def reference_softmax_cross_entropy(
 
 
 class _BlockedSoftmaxCrossEntropy(torch.autograd.Function):
+    """Per block of rows, with E = exp(logits - row max) and s = E's row sums (softmax = E / s):
+
+        loss_p        = max_p + log s_p - logit[p, positive_p]
+        d / d users   = (E @ table / s - table[positives]) / T
+        d / d table   = E.T @ (users / (s T)) - (users / T) scattered onto the positives' rows
+
+    The 1/T and 1/s scalings are applied to [rows, D] factors, never to the [rows, N] block, which
+    is touched by the product, one max, one subtract-exp and one sum (the softmax's division, the
+    one-hot subtraction and the temperature never pass over it).
+    """
+
     @staticmethod
     def forward(ctx, users, table, positives, temperature, rows, mean):  # noqa: ANN001, ANN205
         want_users, want_table = ctx.needs_input_grad[:2]
         grad_users = torch.empty_like(users) if want_users else None
         grad_table = torch.zeros_like(table) if want_table else None
         total = users.new_zeros((), dtype=torch.float64)
+        scaled_users = users / temperature  # [P, D]: logits = scaled_users @ table.T
         table_t = table.T
+        block = users.new_empty(min(rows, users.shape[0]), table.shape[0])  # reused by every block
         for start in range(0, users.shape[0], rows):
             stop = min(start + rows, users.shape[0])
-            block_users, block_positives = users[start:stop], positives[start:stop]
-            logits = (block_users @ table_t).div_(temperature)  # [rows, N]
+            block_users, block_positives = scaled_users[start:stop], positives[start:stop]
+            logits = torch.mm(block_users, table_t, out=block[: stop - start])  # [rows, N]
             logits[:, 0] = float("-inf")
-            log_norm = torch.logsumexp(logits, dim=1)  # [rows]
-            picked = logits.gather(1, block_positives[:, None]).squeeze(1)
-            total += (log_norm - picked).sum(dtype=torch.float64)
-            if want_users or want_table:
-                # d loss_p / d logits = softmax - one-hot(positive), then through the product and 1/T
-                grad_logits = logits.sub_(log_norm[:, None]).exp_()
-                grad_logits[torch.arange(stop - start), block_positives] -= 1
-                grad_logits.div_(temperature)
-                if want_users:
-                    torch.mm(grad_logits, table, out=grad_users[start:stop])
-                if want_table:
-                    grad_table.addmm_(grad_logits.T, block_users)
+            picked = logits.gather(1, block_positives[:, None]).squeeze(1)  # [rows]
+            row_max = logits.amax(dim=1, keepdim=True)  # [rows, 1]
+            exps = logits.sub_(row_max).exp_()  # E, in place
+            sums = exps.sum(dim=1)  # [rows]
+            total += (row_max.squeeze(1) + sums.log() - picked).sum(dtype=torch.float64)
+            if want_users:
+                grad = torch.mm(exps, table, out=grad_users[start:stop])
+                grad.div_(sums[:, None]).sub_(table[block_positives]).div_(temperature)
+            if want_table:
+                grad_table.addmm_(exps.T, block_users / sums[:, None])
+                grad_table.index_add_(0, block_positives, block_users, alpha=-1.0)
         scale = 1.0 / max(users.shape[0], 1) if mean else 1.0
         ctx.scale = scale
         ctx.save_for_backward(*(g for g in (grad_users, grad_table) if g is not None))
@@ -167,8 +189,8 @@ def blocked_softmax_cross_entropy(
     reduction: str = "mean",
     rows: int | None = None,
 ) -> torch.Tensor:
-    """As `reference_softmax_cross_entropy`, a block of `rows` rows at a time (default: `block_rows(N)`).
-    Differentiable once (the gradient is computed in the forward pass)."""
+    """As `reference_softmax_cross_entropy`, a block of `rows` rows at a time (default:
+    `softmax_block_rows(N)`). Differentiable once (the gradient is computed in the forward pass)."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if users.dim() != 2 or table.dim() != 2 or users.shape[1] != table.shape[1] or positives.shape != users.shape[:1]:
@@ -180,7 +202,7 @@ def blocked_softmax_cross_entropy(
     if not torch.is_grad_enabled():  # evaluation: skip the gradient work the forward pass would do
         users, table = users.detach(), table.detach()
     return _BlockedSoftmaxCrossEntropy.apply(
-        users, table, positives, temperature, rows or block_rows(table.shape[0]), reduction == "mean"
+        users, table, positives, temperature, rows or softmax_block_rows(table.shape[0]), reduction == "mean"
     )
 
 
