@@ -221,6 +221,37 @@ def test_chunked_kernel_without_lengths_is_the_reference():
         hstu_attention(q, k, v, bias, 8, kernel="chunked", lengths=torch.tensor([3, 2]))
 
 
+@pytest.mark.parametrize("terms", ["position and time", "position", "time"])
+@pytest.mark.parametrize("sorted_lengths", [True, False])
+def test_chunked_bias_matches_the_materialised_bias(terms, sorted_lengths):
+    """The bias built per chunk inside the kernel (ChunkedBias) against RelativeBias's [B, 1, L, L]
+    tensor through the reference: outputs at real positions, gradients of q, k, v and both tables."""
+    torch.manual_seed(0)
+    B, H, L = 4, 2, 11
+    relative_bias = RelativeBias(
+        max_len=12, time_buckets=0 if terms == "position" else 8, position_bias=terms != "time"
+    ).double()
+    tables = list(relative_bias.parameters())
+    q, k, v, _ = attention_inputs(B, H, L, 4, 3)
+    lengths = torch.tensor([11, 8, 4, 1] if sorted_lengths else [4, 11, 1, 8])
+    times = torch.randint(0, 10**6, (B, L)).sort(dim=1).values
+    query = times + torch.randint(1, 10**4, (B, L))
+    real = (torch.arange(L)[None, :] < lengths[:, None]).to(q.dtype)[:, None, :, None]
+    grad = torch.randn(B, H, L, 3, dtype=q.dtype) * real
+    ref = reference_hstu_attention(q, k, v, relative_bias(times, query), 16)
+    ref_grads = torch.autograd.grad(ref, (q, k, v, *tables), grad)
+    lazy = relative_bias.chunked(times, query, lengths, chunk=3)
+    if sorted_lengths:  # chunks past a row's length leave that row out: 4 chunks, rows 4, 3, 2, 1 of them
+        assert lazy.row_counts == [4, 3, 2, 1]
+    out = chunked_hstu_attention(q, k, v, lazy, 16)
+    grads = torch.autograd.grad(out, (q, k, v, *tables), grad)
+    torch.testing.assert_close(out * real, ref * real)
+    for name, a, b in zip(["q", "k", "v", *(n for n, _ in relative_bias.named_parameters())], grads, ref_grads):
+        torch.testing.assert_close(a, b, msg=f"gradient of {name}")
+    with pytest.raises(ValueError, match="chunked kernel"):
+        hstu_attention(q, k, v, lazy, 16, kernel="reference")
+
+
 def test_hstu_trains_the_same_with_the_chunked_and_the_reference_kernel():
     """The whole model: same user vectors at real positions and the same parameter gradients."""
     torch.manual_seed(0)

@@ -12,6 +12,8 @@ embeddings (the item encoder's vectors: an ID table unless another encoder is gi
 sqrt(D) plus a learned position embedding; outputs and item vectors are L2-normalised, so scores
 are cosine similarities (divided by a temperature in the loss).
 The attention normaliser n is `max_len` (the reference uses its padded length, max_len + 11).
+With the chunked attention kernel (the default on CPU) the bias is never built as [B, L, L]: the
+kernel asks `RelativeBias.chunked` for the cells of each chunk of query positions it computes.
 
 User features (`model.user_features`) come as P contextual tokens before the history, as GR's
 contextual features do: every history position attends to them under the causal mask, the
@@ -28,7 +30,7 @@ from torch import nn
 
 from genrec.models.base import SequentialRecommender
 from genrec.models.dropout import Dropout
-from genrec.models.hstu_attention import hstu_attention
+from genrec.models.hstu_attention import CHUNK, ChunkedBias, chunk_row_counts, hstu_attention, resolve_kernel
 from genrec.models.hstu_config import HSTUConfig
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
 from genrec.models.layers import padding_mask, scaled_inputs, table_lookup
@@ -50,15 +52,38 @@ class RelativeBias(nn.Module):
         B, L = timestamps.shape
         bias = torch.zeros(1, 1, L, L, device=timestamps.device)
         if self.position_weights is not None:
-            positions = torch.arange(L, device=timestamps.device)
-            relative = positions[None, :] - positions[:, None] + self.max_len - 1  # [L, L], j - i shifted
-            bias = bias + table_lookup(self.position_weights, relative)
+            bias = bias + table_lookup(self.position_weights, self.relative_positions(L, timestamps.device))
         if self.time_weights is not None:
-            # in place: [B, L, L] int64 temporaries are the largest tensors of an evaluation batch
-            gaps = (query_timestamps[:, :, None] - timestamps[:, None, :]).abs_().clamp_(min=1)  # [B, L, L]
-            buckets = gaps.float().log_().div_(0.301).long().clamp_(max=self.time_buckets)
-            bias = bias + table_lookup(self.time_weights, buckets).unsqueeze(1)
+            bias = bias + table_lookup(self.time_weights, self.buckets(query_timestamps, timestamps)).unsqueeze(1)
         return bias
+
+    def relative_positions(self, length: int, device: torch.device) -> torch.Tensor:
+        """[L, L] int64: j - i shifted to index position_weights."""
+        positions = torch.arange(length, device=device)
+        return positions[None, :] - positions[:, None] + self.max_len - 1
+
+    def buckets(self, query_timestamps: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+        """query_timestamps: [R, C], timestamps: [R, S] int64 -> [R, C, S] int64 log-gap buckets."""
+        # in place: [B, L, L] int64 temporaries are the largest tensors of an evaluation batch
+        gaps = (query_timestamps[:, :, None] - timestamps[:, None, :]).abs_().clamp_(min=1)
+        return gaps.float().log_().div_(0.301).long().clamp_(max=self.time_buckets)
+
+    def chunked(
+        self, timestamps: torch.Tensor, query_timestamps: torch.Tensor, lengths: torch.Tensor, chunk: int = CHUNK
+    ) -> ChunkedBias:
+        """The same bias for the chunked kernel, built per chunk of `chunk` query positions on the
+        cells it reads (causal, and only the rows that reach the chunk when `lengths` [B] is sorted
+        longest first): a batch of 16 sorted ML-100K histories needs about a third of [B, L, L]."""
+        B, L = timestamps.shape
+        row_counts = chunk_row_counts(lengths, B, L, chunk)
+        buckets = None
+        if self.time_weights is not None:
+            buckets = []
+            for start, rows in zip(range(0, L, chunk), row_counts):
+                stop = min(start + chunk, L)
+                buckets.append(self.buckets(query_timestamps[:rows, start:stop], timestamps[:rows, :stop]))
+        relative = self.relative_positions(L, timestamps.device) if self.position_weights is not None else None
+        return ChunkedBias(self.position_weights, relative, self.time_weights, buckets, row_counts, chunk)
 
 
 def prefixed_bias(bias: torch.Tensor, prefix_weights: torch.Tensor) -> torch.Tensor:
@@ -85,8 +110,11 @@ class HSTUBlock(nn.Module):
         nn.init.xavier_uniform_(self.out.weight)
         self.dropout = Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, L, D], bias: [B, 1, L, L], lengths: [B] real positions (right padding) -> [B, L, D]."""
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | ChunkedBias, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: [B, L, D], bias: [B, 1, L, L] (or a ChunkedBias), lengths: [B] real positions (right
+        padding) -> [B, L, D]."""
         B, L, _ = x.shape
         c = self.config
         H, dqk, dv = c.num_heads, c.attention_dim, c.value_dim
@@ -150,7 +178,11 @@ class HSTU(SequentialRecommender):
             raise ValueError(f"sequence length {L} exceeds max_len {self.max_len}")
         mask = padding_mask(items)  # [B, L, 1]
         x = scaled_inputs(self.item_encoder(items), self.position_embedding, self.dropout, mask)
-        bias = self.bias(timestamps, timestamps if query_timestamps is None else query_timestamps)
+        query_timestamps = timestamps if query_timestamps is None else query_timestamps
+        if self.prefix_bias is None and resolve_kernel(self.config.kernel, items.device) == "chunked":
+            bias = self.bias.chunked(timestamps, query_timestamps, lengths)  # only the cells it reads
+        else:
+            bias = self.bias(timestamps, query_timestamps)
         if self.prefix_bias is not None:
             x, mask = prepend(user_tokens(self.user_prefix, users, items, self.dropout), x, mask)  # [B, P+L, ...]
             bias = prefixed_bias(bias, self.prefix_bias)

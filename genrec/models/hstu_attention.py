@@ -14,6 +14,7 @@ every kernel to the reference, values and gradients.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,59 @@ def reference_hstu_attention(
     return torch.einsum("bhij,bhjd->bhid", weights, v)
 
 
+CHUNK = 48  # query positions per chunk of the chunked kernel
+
+
+def chunk_row_counts(lengths: torch.Tensor | None, batch: int, length: int, chunk: int) -> list[int]:
+    """For each chunk of `chunk` query positions, how many rows it computes: the rows whose length
+    reaches into it when `lengths` ([B], right padding) is sorted longest first, else all of them."""
+    starts = range(0, length, chunk)
+    if lengths is not None and batch > 1 and bool((lengths[:-1] >= lengths[1:]).all()):
+        reach = lengths[None, :] > torch.tensor(list(starts), device=lengths.device)[:, None]  # [chunks, B]
+        return [int(c) for c in reach.sum(1)]
+    return [batch] * len(starts)
+
+
+@dataclass
+class ChunkedBias:
+    """HSTU's relative attention bias, never built as a [B, 1, L, L] tensor: the chunked kernel asks
+    for the cells of one chunk (queries [start, stop), keys [0, stop), its `row_counts[c]` rows)
+
+        bias[b, i, j] = position_weights[relative[i, j]] + time_weights[buckets[c][b, i - start, j]]
+
+    and adds the chunk's gradient back into the two tables with bincounts. relative: [L, L] int64
+    (j - i shifted to >= 0); buckets: per chunk, [rows_c, C, stop] int64 (computed once per batch
+    by the model and shared by its blocks). A table that is None leaves its term out."""
+
+    position_weights: torch.Tensor | None  # [2 * max_len - 1]
+    relative: torch.Tensor | None  # [L, L]
+    time_weights: torch.Tensor | None  # [time_buckets + 1]
+    buckets: list[torch.Tensor] | None  # per chunk [rows_c, C, stop]
+    row_counts: list[int]
+    chunk: int
+
+    def cells(self, index: int, start: int, stop: int, rows: int) -> torch.Tensor | None:
+        """The bias of chunk `index`: [rows or 1, 1, stop - start, stop], or None without terms."""
+        bias = None
+        if self.position_weights is not None:
+            bias = self.position_weights[self.relative[start:stop, :stop]][None]  # [1, C, stop]
+        if self.time_weights is not None:
+            time = self.time_weights[self.buckets[index][:rows]]  # [rows, C, stop]
+            bias = time if bias is None else bias + time
+        return None if bias is None else bias[:, None]
+
+    def add_gradients(
+        self, grads: list[torch.Tensor | None], index: int, start: int, stop: int, grad_cells: torch.Tensor
+    ) -> None:
+        """grads: [position, time] accumulators; grad_cells: [rows, C, stop] (summed over heads)."""
+        if self.position_weights is not None:
+            index_ = self.relative[start:stop, :stop].reshape(-1)
+            grads[0] += torch.bincount(index_, grad_cells.sum(0).reshape(-1), self.position_weights.shape[0])
+        if self.time_weights is not None:
+            index_ = self.buckets[index][: grad_cells.shape[0]].reshape(-1)
+            grads[1] += torch.bincount(index_, grad_cells.reshape(-1), self.time_weights.shape[0])
+
+
 class _ChunkedHSTUAttention(torch.autograd.Function):
     """The forward and backward of `chunked_hstu_attention`, one chunk of query positions at a time.
 
@@ -48,18 +102,23 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, n, dropout_p, row_counts, chunk):  # noqa: ANN001, ANN205 - autograd's signature
+    def forward(ctx, q, k, v, bias, position_weights, time_weights, lazy_bias, n, dropout_p, row_counts, chunk):  # noqa: ANN001, ANN205, PLR0913 - autograd's signature
         B, H, L, _ = q.shape
         causal_over_n = torch.ones(L, L, dtype=q.dtype, device=q.device).tril_() / n
         out = q.new_zeros(B, H, L, v.shape[-1])  # rows a chunk skips are padding there: 0
-        saved, keep_saved = [], any(ctx.needs_input_grad[:4])  # nothing to keep for evaluation
-        for start, rows in zip(range(0, L, chunk), row_counts):
+        saved, keep_saved = [], any(ctx.needs_input_grad[:6])  # nothing to keep for evaluation
+        for index, (start, rows) in enumerate(zip(range(0, L, chunk), row_counts)):
             stop = min(start + chunk, L)
             if rows == 0:
                 saved.append(None)
                 continue
             scores = q[:rows, :, start:stop] @ k[:rows, :, :stop].transpose(-1, -2)  # [rows, H, C, stop]
-            scores += bias[: min(rows, bias.shape[0]), :, start:stop, :stop]
+            if lazy_bias is not None:
+                cells = lazy_bias.cells(index, start, stop, rows)
+                if cells is not None:
+                    scores += cells
+            else:
+                scores += bias[: min(rows, bias.shape[0]), :, start:stop, :stop]
             weights = F.silu(scores).mul_(causal_over_n[start:stop, :stop])
             keep = dropout(torch.ones_like(weights), dropout_p) if dropout_p > 0 else None  # scaled keep-mask
             if keep is not None:
@@ -67,18 +126,23 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
             out[:rows, :, start:stop] = weights @ v[:rows, :, :stop]
             saved.append((scores, keep) if keep_saved else None)
         ctx.save_for_backward(q, k, v, bias)
-        ctx.chunks, ctx.chunk, ctx.causal_over_n = saved, chunk, causal_over_n
+        ctx.chunks, ctx.chunk, ctx.causal_over_n, ctx.lazy_bias = saved, chunk, causal_over_n, lazy_bias
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205 - autograd's signature
         q, k, v, bias = ctx.saved_tensors
-        want_q, want_k, want_v, want_bias = ctx.needs_input_grad[:4]
+        want_q, want_k, want_v, want_bias, want_position, want_time = ctx.needs_input_grad[:6]
         grad_q, grad_k, grad_v = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         grad_bias = torch.zeros_like(bias) if want_bias else None
+        lazy = ctx.lazy_bias
+        table_grads = [  # the lazy bias's [position, time] tables, in float64 as bincount sums
+            torch.zeros(t.shape, dtype=torch.float64, device=q.device) if t is not None else None
+            for t in ((lazy.position_weights, lazy.time_weights) if lazy is not None else (None, None))
+        ]
         L = q.shape[2]
-        for start, saved in zip(range(0, L, ctx.chunk), ctx.chunks):
+        for index, (start, saved) in enumerate(zip(range(0, L, ctx.chunk), ctx.chunks)):
             if saved is None:
                 continue
             scores, keep = saved
@@ -102,12 +166,20 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
                 if grad_bias.shape[0] == 1:
                     grad_scores = grad_scores.sum(0, keepdim=True)
                 grad_bias[: grad_scores.shape[0], :, start:stop, :stop] += grad_scores
+            elif lazy is not None and (want_position or want_time):
+                lazy.add_gradients(table_grads, index, start, stop, grad_scores.sum(1))
+        position_grad, time_grad = (
+            g.to(q.dtype) if g is not None and want else None
+            for g, want in zip(table_grads, (want_position, want_time))
+        )
         return (
             grad_q if want_q else None,
             grad_k if want_k else None,
             grad_v if want_v else None,
             grad_bias,
-            *(None,) * 4,
+            position_grad,
+            time_grad,
+            *(None,) * 5,
         )
 
 
@@ -119,7 +191,7 @@ def chunked_hstu_attention(
     n: int,
     dropout_p: float = 0.0,
     lengths: torch.Tensor | None = None,
-    chunk: int = 48,
+    chunk: int = CHUNK,
 ) -> torch.Tensor:
     """The reference's values, computed `chunk` query positions at a time, so that the work the
     causal mask and the padding would throw away is never done:
@@ -132,19 +204,20 @@ def chunked_hstu_attention(
 
     Outputs at padding positions differ from the reference's (which are never used: the model
     masks them); outputs at real positions, and every gradient reaching real inputs, are the
-    same. bias: [B or 1, H or 1, L, L]. Other shapes as `reference_hstu_attention`.
+    same. bias: [B or 1, H or 1, L, L], or a `ChunkedBias` (its own chunks and row counts; `lengths`
+    and `chunk` are then unused). Other shapes as `reference_hstu_attention`.
     """
     B, H, L, _ = q.shape
+    if isinstance(bias, ChunkedBias):  # the model built it for these rows and chunks
+        if len(bias.row_counts) != len(range(0, L, bias.chunk)):
+            raise ValueError(f"a ChunkedBias of {len(bias.row_counts)} chunks for length {L}")
+        return _ChunkedHSTUAttention.apply(
+            q, k, v, None, bias.position_weights, bias.time_weights, bias, n, dropout_p, bias.row_counts, bias.chunk
+        )
     if bias.dim() != 4 or bias.shape[0] not in (1, B) or bias.shape[1] not in (1, H) or bias.shape[2:] != (L, L):
         raise ValueError(f"expected bias [B or 1, H or 1, {L}, {L}], got {tuple(bias.shape)}")
-    starts = range(0, L, chunk)
-    if lengths is not None and B > 1 and bool((lengths[:-1] >= lengths[1:]).all()):
-        row_counts = [
-            int(c) for c in (lengths[None, :] > torch.tensor(list(starts), device=lengths.device)[:, None]).sum(1)
-        ]
-    else:
-        row_counts = [B] * len(starts)
-    return _ChunkedHSTUAttention.apply(q, k, v, bias, n, dropout_p, row_counts, chunk)
+    row_counts = chunk_row_counts(lengths, B, L, chunk)
+    return _ChunkedHSTUAttention.apply(q, k, v, bias, None, None, None, n, dropout_p, row_counts, chunk)
 
 
 _compiled: Callable | None = None
@@ -168,7 +241,7 @@ def hstu_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | ChunkedBias,
     n: int,
     dropout_p: float = 0.0,
     kernel: HSTUKernel = "reference",
@@ -177,6 +250,7 @@ def hstu_attention(
     """Dispatch to `kernel` after checking shapes once (see `reference_hstu_attention`).
 
     lengths: [B] real (right-padded) positions per row; the chunked kernel skips padding with it.
+    bias: a tensor, or (chunked kernel only) a `ChunkedBias`.
     """
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(
@@ -185,10 +259,18 @@ def hstu_attention(
         )
     if lengths is not None and lengths.shape != q.shape[:1]:
         raise ValueError(f"expected lengths [B] = [{q.shape[0]}], got {tuple(lengths.shape)}")
-    if kernel == "auto":
-        kernel = "chunked" if q.device.type == "cpu" else "reference"
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown HSTU attention kernel {kernel!r}; valid: auto, {', '.join(KERNELS)}")
+    kernel = resolve_kernel(kernel, q.device)
     if kernel == "chunked":
         return chunked_hstu_attention(q, k, v, bias, n, dropout_p, lengths)
+    if isinstance(bias, ChunkedBias):
+        raise ValueError(f"a ChunkedBias needs the chunked kernel, not {kernel!r}")
     return KERNELS[kernel](q, k, v, bias, n, dropout_p)
+
+
+def resolve_kernel(kernel: HSTUKernel, device: torch.device) -> str:
+    """The kernel `kernel` names on `device`: "auto" is chunked on a CPU, the reference elsewhere."""
+    if kernel == "auto":
+        kernel = "chunked" if device.type == "cpu" else "reference"
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown HSTU attention kernel {kernel!r}; valid: auto, {', '.join(KERNELS)}")
+    return kernel
