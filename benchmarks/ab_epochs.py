@@ -51,16 +51,13 @@ def main() -> None:
 
     from genrec.allocator import keep_freed_memory
     from genrec.config import load_config
-    from genrec.runner import build_model, dataset_for, split_for
-    from genrec.train.trainer import Trainer
+    from genrec.runner import trainer_without_run_dir
 
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     trainers = []
     for name, overrides in variants:
-        config = load_config(args.config, [*args.set, *overrides, "train.device=cpu"])
-        dataset = dataset_for(config.data)
-        trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, None, progress=False)
+        trainer = trainer_without_run_dir(load_config(args.config, [*args.set, *overrides, "train.device=cpu"]))
         # warm-up: one-off costs (first allocations, lazy imports) out of the rounds
         trainer.train_epoch(1, batches=trainer.objective.batches(1))
         trainers.append((name, trainer))

@@ -63,15 +63,12 @@ def main() -> None:
 
     from genrec.allocator import keep_freed_memory
     from genrec.config import load_config
-    from genrec.runner import build_model, dataset_for, split_for
-    from genrec.train.trainer import Trainer
+    from genrec.runner import trainer_without_run_dir
 
     keep_freed_memory()  # as the genrec command does
 
     config = load_config(args.config, [*args.set, "train.device=cpu"])
-    dataset = dataset_for(config.data)
-    torch.manual_seed(config.seed)
-    trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, None, progress=False)
+    trainer = trainer_without_run_dir(config)
 
     # the in-place addmm_ (the blocked item scores' table gradient) is not in torch's registry: count it as addmm
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: inplace_addmm_flop})
@@ -90,7 +87,7 @@ def main() -> None:
 
     peak = gemm_rate(2048, 2048, 2048)
     dim = getattr(config.model, "dim", 64)
-    shaped = gemm_rate(2560, dim, dataset.num_items + 1)  # user vectors x the item table
+    shaped = gemm_rate(2560, dim, trainer.model.num_items + 1)  # user vectors x the item table
     limit = flops / peak
     result = {
         "config": config.name,

@@ -22,9 +22,9 @@ Reported per row: median (and fastest) seconds per epoch over epochs 2..E (epoch
 warm-up) of every round (`--rounds N` runs the rows N times, taking turns, so that a machine whose
 speed drifts slows every row alike), sequences/s, seconds of one full validation pass, the peak RSS
 of the child process and its minor page faults per epoch (the whole run's, start-up and evaluation
-included, over its epochs). The
-machine's 1-minute load average before each row is printed: the figures mean something only when
-it is near 0 (nothing else running). The last line is one JSON object.
+included, over its epochs). The machine's 1-minute load average before each row is printed: the
+figures mean something only when it is near 0 (nothing else running). The last line is one JSON
+object.
 """
 
 from __future__ import annotations

@@ -32,14 +32,12 @@ def main() -> None:
 
     from genrec.allocator import keep_freed_memory
     from genrec.config import load_config
-    from genrec.runner import build_model, dataset_for, split_for
-    from genrec.train.trainer import Trainer
+    from genrec.runner import trainer_without_run_dir
 
     keep_freed_memory()  # as the genrec command does
 
     config = load_config(args.config, [*args.set, "train.device=cpu"])
-    dataset = dataset_for(config.data)
-    trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, None, progress=False)
+    trainer = trainer_without_run_dir(config)
     batches = trainer.objective.batches(1)
     trainer.train_epoch(0, batches=[next(batches)])  # warm-up
     collated = []

@@ -156,6 +156,14 @@ def split_for(dataset: Dataset, config: RunConfig) -> Split:
     )
 
 
+def trainer_without_run_dir(config: RunConfig) -> Trainer:
+    """A Trainer for `config` that writes nothing (no run directory, no progress bars): the model
+    seeded with `config.seed`, its dataset and split. For benchmarks and profiles of training steps."""
+    dataset = dataset_for(config.data)
+    torch.manual_seed(config.seed)
+    return Trainer(build_model(dataset, config), split_for(dataset, config), config, None, progress=False)
+
+
 def evaluate_split(
     scorer: Scorer,
     dataset: Dataset,
