@@ -73,7 +73,7 @@ class RelativeBias(nn.Module):
     ) -> ChunkedBias:
         """The same bias for the chunked kernel, built per chunk of `chunk` query positions on the
         cells it reads (causal, and only the rows that reach the chunk when `lengths` [B] is sorted
-        longest first): a batch of 16 sorted ML-100K histories needs about a third of [B, L, L]."""
+        longest first)."""
         B, L = timestamps.shape
         row_counts = chunk_row_counts(lengths, B, L, chunk)
         buckets = None
