@@ -119,8 +119,9 @@ class TrainConfig:
     batch_size: int = 128  # global batch: split across processes under torchrun
     # rows per forward/backward pass inside a batch; gradients accumulate, so the step is the same.
     # 0 = auto: 16 on CPU (a working set that fits the cache is several times faster, and rows sorted
-    # by length make short passes carry little padding), the whole batch on GPU and with in-batch
-    # negatives (whose negatives are the rest of the batch)
+    # by length make short passes carry little padding), the whole batch on GPU, with in-batch
+    # negatives (whose negatives are the rest of the batch) and for a model that skips padding
+    # (HSTU's packed tokens on CPU)
     micro_batch_size: int = 0
     # training windows per user: "latest" = one, the latest max_len + 1 events (generative-recommenders);
     # "all" = the whole sequence cut into windows, so the targets of long histories are all trained on

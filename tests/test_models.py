@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec.errors import ConfigError
 from genrec.models import HSTU, HSTUConfig, SASRec, SASRecConfig
 from genrec.models.hstu import RelativeBias
 from genrec.models.hstu_attention import chunked_hstu_attention, hstu_attention, reference_hstu_attention
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
+from genrec.models.layers import Packing
 
 NUM_ITEMS = 60
 
@@ -359,3 +361,53 @@ def test_scorer_gives_the_same_scores_in_any_chunking(chunk_rows):
     torch.testing.assert_close(
         SequentialScorer(model, chunk_rows=chunk_rows).user_vectors(batch), alone, rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("kernel", ["chunked", "reference"])
+def test_packed_tokens_match_the_padded_layout(kernel):
+    """Per-token work on real positions only (token_layout=packed): the same user vectors at real
+    positions, zeros at padding, and the same parameter gradients as the padded layout."""
+    torch.manual_seed(0)
+    config = HSTUConfig(max_len=12, dim=8, num_blocks=2, num_heads=2, attention_dim=4, value_dim=3, dropout=0.0)
+    packed = HSTU(30, replace(config, kernel=kernel, token_layout="packed")).double()
+    padded = HSTU(30, replace(config, kernel=kernel, token_layout="padded")).double()
+    padded.load_state_dict(packed.state_dict())
+    assert packed.packs_tokens(torch.device("cpu")) and not padded.packs_tokens(torch.device("cpu"))
+    lengths = torch.tensor([12, 9, 5, 1])
+    items = torch.randint(1, 30, (4, 12)) * (torch.arange(12)[None, :] < lengths[:, None])
+    times = torch.randint(0, 10**6, (4, 12)).sort(dim=1).values
+    real = (items != 0)[..., None]
+    outs = []
+    for model in (packed, padded):
+        hidden = model.encode(items, times, lengths, times + 500)
+        (hidden * real * torch.linspace(-1, 1, 8, dtype=torch.float64)).sum().backward()
+        outs.append((hidden.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    assert torch.all(outs[0][0][~real.squeeze(-1)] == 0)
+    torch.testing.assert_close(outs[0][0] * real, outs[1][0] * real)
+    assert outs[0][1].keys() == outs[1][1].keys()
+    for name in outs[0][1]:
+        torch.testing.assert_close(outs[0][1][name], outs[1][1][name], msg=name)
+
+
+def test_packing_round_trip_and_gradients():
+    items = torch.tensor([[3, 4, 0], [5, 0, 0], [6, 7, 8]])
+    packing = Packing.of(items)
+    assert packing.index.tolist() == [0, 1, 3, 6, 7, 8]
+    assert packing.positions.tolist() == [0, 1, 0, 0, 1, 2]
+    padded = torch.randn(3, 3, 2, dtype=torch.float64, requires_grad=True)
+    packed = packing.pack(padded)
+    torch.testing.assert_close(packed, padded[items != 0])
+    restored = packing.pad(packed)
+    torch.testing.assert_close(restored, padded * (items != 0)[..., None])
+    assert torch.autograd.gradcheck(lambda t: packing.pad(packing.pack(t) * 2), (padded,))
+
+
+def test_token_layout_auto_packs_with_the_chunked_kernel_only():
+    cpu = torch.device("cpu")
+    config = HSTUConfig(max_len=8, dim=4, num_blocks=1, attention_dim=4, value_dim=4)
+    assert HSTU(10, replace(config, kernel="chunked")).packs_tokens(cpu)
+    assert HSTU(10, replace(config, kernel="auto")).packs_tokens(cpu)
+    assert not HSTU(10, replace(config, kernel="reference")).packs_tokens(cpu)
+    assert not HSTU(10, replace(config, kernel="chunked", token_layout="padded")).packs_tokens(cpu)
+    with pytest.raises(ConfigError, match="token_layout"):
+        HSTUConfig(token_layout="jagged")

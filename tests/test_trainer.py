@@ -30,6 +30,16 @@ TINY = [
 ]
 
 
+def tiny_sasrec(data_dir):
+    return [
+        f"data.raw={data_dir / 'ml-100k'}",
+        "model.name=sasrec",
+        "model.max_len=20",
+        "model.dim=16",
+        "train.device=cpu",
+    ]
+
+
 def tiny(data_dir, *overrides):
     return load_config(None, [f"data.raw={data_dir / 'ml-100k'}", *TINY, *overrides])
 
@@ -133,20 +143,7 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(data_dir, model):
     steps = {}
     for micro in (128, 16):
         common = ["model.dropout=0.0", "train.loss.name=full", f"train.micro_batch_size={micro}"]
-        if model == "hstu":
-            config = tiny(data_dir, *common)
-        else:
-            config = load_config(
-                None,
-                [
-                    f"data.raw={data_dir / 'ml-100k'}",
-                    "model.name=sasrec",
-                    "model.max_len=20",
-                    "model.dim=16",
-                    "train.device=cpu",
-                    *common,
-                ],
-            )
+        config = tiny(data_dir, *common) if model == "hstu" else load_config(None, [*tiny_sasrec(data_dir), *common])
         dataset = dataset_for(config.data)
         trainer = Trainer(build_model(dataset, config), split_for(dataset, config), config, None, progress=False)
         trainer.train_epoch(1, batches=[next(trainer.objective.batches(1))])  # one step on the same first batch
@@ -156,6 +153,24 @@ def test_micro_batches_take_the_same_step_as_the_whole_batch(data_dir, model):
     assert steps[128].keys() == steps[16].keys() and len(steps[128]) > 4
     for name, grad in steps[128].items():
         torch.testing.assert_close(steps[16][name], grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_micro_batches_default_to_the_whole_batch_where_the_model_skips_padding(data_dir):
+    """HSTU with packed tokens (the CPU default) trains whole batches; padded layouts keep 16 rows."""
+    from genrec.train.objectives import micro_batch_size
+
+    cpu = torch.device("cpu")
+    sizes = {}
+    for name, overrides in {
+        "hstu": [],
+        "hstu padded": ["model.token_layout=padded"],
+        "hstu, 24 asked": ["train.micro_batch_size=24"],
+        "sasrec": None,
+    }.items():
+        config = tiny(data_dir, *overrides) if overrides is not None else load_config(None, tiny_sasrec(data_dir))
+        model = build_model(dataset_for(config.data), config)
+        sizes[name] = micro_batch_size(config.train, cpu, model)
+    assert sizes == {"hstu": None, "hstu padded": 16, "hstu, 24 asked": 24, "sasrec": 16}
 
 
 def test_in_batch_negatives_refuse_micro_batches(data_dir):

@@ -117,6 +117,13 @@ def test_unknown_users_and_values_unseen_in_training_go_to_the_oov_vector(ml100k
     assert torch.isfinite(vectors).all()
 
 
+def test_hstu_with_user_features_keeps_the_padded_layout(ml100k):
+    model = build_model(ml100k, _config(ml100k, "hstu", USER_FEATURES))
+    assert not model.packs_tokens(torch.device("cpu"))  # auto: the prefix tokens need the padded layout
+    with pytest.raises(ConfigError, match="token_layout: packed tokens do not take user features"):
+        build_model(ml100k, _config(ml100k, "hstu", USER_FEATURES, "model.token_layout=packed"))
+
+
 def test_checkpoints_and_configs_without_user_features_still_load(ml100k, tmp_path):
     config = _config(ml100k, "hstu")
     assert config.model.user_features == [] and not config.model.fits_features

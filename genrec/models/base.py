@@ -77,6 +77,11 @@ class SequentialRecommender(nn.Module, ABC):
         """Full-catalogue scores for the evaluator (the item table is computed once, here)."""
         return SequentialScorer(self)
 
+    def skips_padding(self, device: torch.device) -> bool:
+        """Whether a pass's cost follows the real positions of a batch, not its padded [B, L] slots
+        (HSTU's packed tokens): micro-batches then buy nothing and training takes whole batches."""
+        return False
+
     @property
     def train_len(self) -> int:
         """Events per user sequence in a training batch: the latest `max_len` inputs."""

@@ -13,7 +13,10 @@ sqrt(D) plus a learned position embedding; outputs and item vectors are L2-norma
 are cosine similarities (divided by a temperature in the loss).
 The attention normaliser n is `max_len` (the reference uses its padded length, max_len + 11).
 With the chunked attention kernel (the default on CPU) the bias is never built as [B, L, L]: the
-kernel asks `RelativeBias.chunked` for the cells of each chunk of query positions it computes.
+kernel asks `RelativeBias.chunked` for the cells of each chunk of query positions it computes, and
+the blocks' per-token work runs on the T real positions of the batch only (`token_layout`, packed
+tokens [T, D] as generative-recommenders' jagged tensors); q, k and v alone are copied into the
+padded [B, L] layout the kernel reads.
 
 User features (`model.user_features`) come as P contextual tokens before the history, as GR's
 contextual features do: every history position attends to them under the causal mask, the
@@ -28,12 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec.errors import ConfigError
 from genrec.models.base import SequentialRecommender
 from genrec.models.dropout import Dropout
 from genrec.models.hstu_attention import CHUNK, ChunkedBias, chunk_row_counts, hstu_attention, resolve_kernel
 from genrec.models.hstu_config import HSTUConfig
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
-from genrec.models.layers import padding_mask, scaled_inputs, table_lookup
+from genrec.models.layers import Packing, padding_mask, scaled_inputs, table_lookup
 from genrec.models.user_features import UserFeaturePrefix, prepend, user_tokens
 
 
@@ -111,20 +115,32 @@ class HSTUBlock(nn.Module):
         self.dropout = Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, bias: torch.Tensor | ChunkedBias, lengths: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor | ChunkedBias,
+        lengths: torch.Tensor | None = None,
+        packing: Packing | None = None,
     ) -> torch.Tensor:
-        """x: [B, L, D], bias: [B, 1, L, L] (or a ChunkedBias), lengths: [B] real positions (right
-        padding) -> [B, L, D]."""
-        B, L, _ = x.shape
+        """x: [B, L, D], or [T, D] real positions only with their `packing`; bias: [B, 1, L, L] (or a
+        ChunkedBias); lengths: [B] real positions (right padding) -> the shape of x.
+
+        Packed, every per-token operation runs on the T real positions; only q, k and v are copied
+        into the padded [B, L] layout the attention kernel reads, and its output back."""
         c = self.config
         H, dqk, dv = c.num_heads, c.attention_dim, c.value_dim
         normed = F.layer_norm(x, (x.shape[-1],), eps=1e-6)
-        u, v, q, k = F.silu(normed @ self.uvqk).split([H * dv, H * dv, H * dqk, H * dqk], dim=-1)
+        u, vqk = F.silu(normed @ self.uvqk).split([H * dv, H * (dv + 2 * dqk)], dim=-1)
+        if packing is not None:
+            vqk = packing.pad(vqk)  # [B, L, H * (dv + 2 dqk)]
+        B, L, _ = vqk.shape
+        v, q, k = vqk.split([H * dv, H * dqk, H * dqk], dim=-1)
         q, k = (t.view(B, L, H, dqk).transpose(1, 2) for t in (q, k))  # [B, H, L, dqk]
         v = v.view(B, L, H, dv).transpose(1, 2)  # [B, H, L, dv]
         dropout_p = c.attention_dropout if self.training else 0.0
         attended = hstu_attention(q, k, v, bias, c.max_len, dropout_p, c.kernel, lengths)  # [B, H, L, dv]
         attended = attended.transpose(1, 2).reshape(B, L, H * dv)
+        if packing is not None:
+            attended = packing.pack(attended)  # [T, H * dv]
         gated = F.layer_norm(attended, (H * dv,), eps=1e-6) * u  # Norm(A V) * U
         return x + self.out(self.dropout(gated))
 
@@ -156,6 +172,8 @@ class HSTU(SequentialRecommender):
             with torch.no_grad():
                 table.weight[0].zero_()
         nn.init.xavier_normal_(self.position_embedding.weight)
+        if user_prefix is not None and config.token_layout == "packed":
+            raise ConfigError("model.token_layout: packed tokens do not take user features yet; use auto or padded")
         self.user_prefix = user_prefix
         self.prefix_bias = None if user_prefix is None else nn.Parameter(torch.zeros(user_prefix.num_tokens))
 
@@ -176,13 +194,20 @@ class HSTU(SequentialRecommender):
         B, L = items.shape
         if L > self.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len {self.max_len}")
-        mask = padding_mask(items)  # [B, L, 1]
-        x = scaled_inputs(self.item_encoder(items), self.position_embedding, self.dropout, mask)
         query_timestamps = timestamps if query_timestamps is None else query_timestamps
         if self.prefix_bias is None and resolve_kernel(self.config.kernel, items.device) == "chunked":
             bias = self.bias.chunked(timestamps, query_timestamps, lengths)  # only the cells it reads
         else:
             bias = self.bias(timestamps, query_timestamps)
+        if self.packs_tokens(items.device):
+            packing = Packing.of(items)
+            vectors = self.item_encoder(items.reshape(-1)[packing.index])  # [T, D]
+            x = scaled_inputs(vectors, self.position_embedding, self.dropout, positions=packing.positions)
+            for block in self.blocks:
+                x = block(x, bias, lengths, packing)
+            return packing.pad(F.normalize(x, dim=-1, eps=1e-6))
+        mask = padding_mask(items)  # [B, L, 1]
+        x = scaled_inputs(self.item_encoder(items), self.position_embedding, self.dropout, mask)
         if self.prefix_bias is not None:
             x, mask = prepend(user_tokens(self.user_prefix, users, items, self.dropout), x, mask)  # [B, P+L, ...]
             bias = prefixed_bias(bias, self.prefix_bias)
@@ -190,6 +215,18 @@ class HSTU(SequentialRecommender):
         for block in self.blocks:
             x = block(x, bias, lengths) * mask
         return F.normalize(x[:, x.shape[1] - L :], dim=-1, eps=1e-6)
+
+    def skips_padding(self, device: torch.device) -> bool:
+        return self.packs_tokens(device)
+
+    def packs_tokens(self, device: torch.device) -> bool:
+        """Whether `encode` runs the blocks' per-token work on real positions only (`token_layout`):
+        "auto" packs with the chunked kernel; user-feature prefixes keep the padded layout."""
+        if self.prefix_bias is not None:
+            return False
+        if self.config.token_layout == "auto":
+            return resolve_kernel(self.config.kernel, device) == "chunked"
+        return self.config.token_layout == "packed"
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.item_encoder(ids), dim=-1, eps=1e-6)

@@ -94,39 +94,50 @@ class ChunkedBias:
 
 
 class _ChunkedHSTUAttention(torch.autograd.Function):
-    """The forward and backward of `chunked_hstu_attention`, one chunk of query positions at a time.
+    """The forward and backward of `chunked_hstu_attention`, one chunk of query positions at a time,
+    on q, k [B*H, L, Dqk] and v [B*H, L, Dv] (row b's heads at b*H .. b*H+H-1, so a chunk's first
+    `rows` rows are its first rows*H entries).
 
-    Autograd through sliced inputs would give every chunk's backward a zero-filled gradient of the
-    whole input (q, k, v and the [B, 1, L, L] bias) to copy into; here each chunk adds its gradient
-    to the slice it read. Saved per chunk: the scores (pre-SiLU) and the dropout keep-mask.
+    Every product is one `bmm` on strided views (no per-chunk copies of the inputs; an in-place
+    `baddbmm_` into a strided slice would be a loop of per-matrix `addmm_` calls on a CPU). Autograd through sliced
+    inputs would give every chunk's backward a zero-filled gradient of the whole input (q, k, v and
+    the [B, 1, L, L] bias) to copy into; here each chunk adds its gradient to the slice it read.
+    Saved per chunk: the scores (pre-SiLU) and the dropout keep-mask.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, position_weights, time_weights, lazy_bias, n, dropout_p, row_counts, chunk):  # noqa: ANN001, ANN205, PLR0913 - autograd's signature
-        B, H, L, _ = q.shape
+    def forward(ctx, q, k, v, bias, position_weights, time_weights, lazy_bias, n, dropout_p, row_counts, chunk, heads):  # noqa: ANN001, ANN205, PLR0913 - autograd's signature
+        L = q.shape[1]
         causal_over_n = torch.ones(L, L, dtype=q.dtype, device=q.device).tril_() / n
-        out = q.new_zeros(B, H, L, v.shape[-1])  # rows a chunk skips are padding there: 0
+        out = q.new_zeros(q.shape[0], L, v.shape[-1])  # rows a chunk skips are padding there: 0
         saved, keep_saved = [], any(ctx.needs_input_grad[:6])  # nothing to keep for evaluation
         for index, (start, rows) in enumerate(zip(range(0, L, chunk), row_counts)):
-            stop = min(start + chunk, L)
+            stop, r = min(start + chunk, L), rows * heads
             if rows == 0:
                 saved.append(None)
                 continue
-            scores = q[:rows, :, start:stop] @ k[:rows, :, :stop].transpose(-1, -2)  # [rows, H, C, stop]
+            scores = torch.bmm(q[:r, start:stop], k[:r, :stop].transpose(1, 2))  # [r, C, stop]
+            grid = scores.view(rows, heads, stop - start, stop)
             if lazy_bias is not None:
                 cells = lazy_bias.cells(index, start, stop, rows)
                 if cells is not None:
-                    scores += cells
+                    grid += cells
             else:
-                scores += bias[: min(rows, bias.shape[0]), :, start:stop, :stop]
+                grid += bias[: min(rows, bias.shape[0]), :, start:stop, :stop]
             weights = F.silu(scores).mul_(causal_over_n[start:stop, :stop])
             keep = dropout(torch.ones_like(weights), dropout_p) if dropout_p > 0 else None  # scaled keep-mask
             if keep is not None:
                 weights.mul_(keep)
-            out[:rows, :, start:stop] = weights @ v[:rows, :, :stop]
+            out[:r, start:stop] = torch.bmm(weights, v[:r, :stop])
             saved.append((scores, keep) if keep_saved else None)
         ctx.save_for_backward(q, k, v, bias)
-        ctx.chunks, ctx.chunk, ctx.causal_over_n, ctx.lazy_bias = saved, chunk, causal_over_n, lazy_bias
+        ctx.chunks, ctx.chunk, ctx.heads, ctx.causal_over_n, ctx.lazy_bias = (
+            saved,
+            chunk,
+            heads,
+            causal_over_n,
+            lazy_bias,
+        )
         return out
 
     @staticmethod
@@ -136,38 +147,39 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
         want_q, want_k, want_v, want_bias, want_position, want_time = ctx.needs_input_grad[:6]
         grad_q, grad_k, grad_v = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         grad_bias = torch.zeros_like(bias) if want_bias else None
-        lazy = ctx.lazy_bias
+        lazy, heads = ctx.lazy_bias, ctx.heads
         table_grads = [  # the lazy bias's [position, time] tables, in float64 as bincount sums
             torch.zeros(t.shape, dtype=torch.float64, device=q.device) if t is not None else None
             for t in ((lazy.position_weights, lazy.time_weights) if lazy is not None else (None, None))
         ]
-        L = q.shape[2]
+        L = q.shape[1]
         for index, (start, saved) in enumerate(zip(range(0, L, ctx.chunk), ctx.chunks)):
             if saved is None:
                 continue
             scores, keep = saved
-            rows, stop = scores.shape[0], min(start + ctx.chunk, L)
+            r, stop = scores.shape[0], min(start + ctx.chunk, L)
             mask = ctx.causal_over_n[start:stop, :stop]
-            grad_chunk = grad_out[:rows, :, start:stop]  # [rows, H, C, Dv]
+            grad_chunk = grad_out[:r, start:stop]  # [r, C, Dv]
             if want_v:
                 weights = F.silu(scores).mul_(mask)
                 if keep is not None:
                     weights.mul_(keep)
-                grad_v[:rows, :, :stop] += weights.transpose(-1, -2) @ grad_chunk
-            grad_weights = grad_chunk @ v[:rows, :, :stop].transpose(-1, -2)  # [rows, H, C, stop]
+                grad_v[:r, :stop] += torch.bmm(weights.transpose(1, 2), grad_chunk)
+            grad_weights = torch.bmm(grad_chunk, v[:r, :stop].transpose(1, 2))  # [r, C, stop]
             if keep is not None:
                 grad_weights.mul_(keep)
             grad_scores = torch.ops.aten.silu_backward(grad_weights.mul_(mask), scores)
-            grad_q[:rows, :, start:stop] = grad_scores @ k[:rows, :, :stop]
-            grad_k[:rows, :, :stop] += grad_scores.transpose(-1, -2) @ q[:rows, :, start:stop]
+            grad_q[:r, start:stop] = torch.bmm(grad_scores, k[:r, :stop])
+            grad_k[:r, :stop] += torch.bmm(grad_scores.transpose(1, 2), q[:r, start:stop])
+            grid = grad_scores.view(r // heads, heads, stop - start, stop)
             if want_bias:  # summed over what the bias broadcasts over (heads; rows when it is shared)
                 if grad_bias.shape[1] == 1:
-                    grad_scores = grad_scores.sum(1, keepdim=True)
+                    grid = grid.sum(1, keepdim=True)
                 if grad_bias.shape[0] == 1:
-                    grad_scores = grad_scores.sum(0, keepdim=True)
-                grad_bias[: grad_scores.shape[0], :, start:stop, :stop] += grad_scores
+                    grid = grid.sum(0, keepdim=True)
+                grad_bias[: grid.shape[0], :, start:stop, :stop] += grid
             elif lazy is not None and (want_position or want_time):
-                lazy.add_gradients(table_grads, index, start, stop, grad_scores.sum(1))
+                lazy.add_gradients(table_grads, index, start, stop, grid.sum(1))
         position_grad, time_grad = (
             g.to(q.dtype) if g is not None and want else None
             for g, want in zip(table_grads, (want_position, want_time))
@@ -179,7 +191,7 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
             grad_bias,
             position_grad,
             time_grad,
-            *(None,) * 5,
+            *(None,) * 6,
         )
 
 
@@ -208,16 +220,33 @@ def chunked_hstu_attention(
     and `chunk` are then unused). Other shapes as `reference_hstu_attention`.
     """
     B, H, L, _ = q.shape
+    # contiguous copies (one pass each): bmm on views into a wider tensor (HSTU's q, k, v are columns of
+    # one projection) gives results that depend on where the allocator put it (MKL's kernels differ by
+    # alignment), and a resumed run would no longer repeat an uninterrupted one bit for bit
+    q3, k3, v3 = (t.reshape(B * H, L, t.shape[-1]).contiguous() for t in (q, k, v))
     if isinstance(bias, ChunkedBias):  # the model built it for these rows and chunks
         if len(bias.row_counts) != len(range(0, L, bias.chunk)):
             raise ValueError(f"a ChunkedBias of {len(bias.row_counts)} chunks for length {L}")
-        return _ChunkedHSTUAttention.apply(
-            q, k, v, None, bias.position_weights, bias.time_weights, bias, n, dropout_p, bias.row_counts, bias.chunk
+        out = _ChunkedHSTUAttention.apply(
+            q3,
+            k3,
+            v3,
+            None,
+            bias.position_weights,
+            bias.time_weights,
+            bias,
+            n,
+            dropout_p,
+            bias.row_counts,
+            bias.chunk,
+            H,
         )
-    if bias.dim() != 4 or bias.shape[0] not in (1, B) or bias.shape[1] not in (1, H) or bias.shape[2:] != (L, L):
-        raise ValueError(f"expected bias [B or 1, H or 1, {L}, {L}], got {tuple(bias.shape)}")
-    row_counts = chunk_row_counts(lengths, B, L, chunk)
-    return _ChunkedHSTUAttention.apply(q, k, v, bias, None, None, None, n, dropout_p, row_counts, chunk)
+    else:
+        if bias.dim() != 4 or bias.shape[0] not in (1, B) or bias.shape[1] not in (1, H) or bias.shape[2:] != (L, L):
+            raise ValueError(f"expected bias [B or 1, H or 1, {L}, {L}], got {tuple(bias.shape)}")
+        row_counts = chunk_row_counts(lengths, B, L, chunk)
+        out = _ChunkedHSTUAttention.apply(q3, k3, v3, bias, None, None, None, n, dropout_p, row_counts, chunk, H)
+    return out.view(B, H, L, v.shape[-1])
 
 
 _compiled: Callable | None = None

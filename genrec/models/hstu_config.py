@@ -13,6 +13,10 @@ from genrec.models.base_config import FeatureOptions, ModelConfig
 # padded cells; compiled = the reference through torch.compile (fused elementwise ops);
 # auto = chunked on a CPU, the reference elsewhere
 HSTUKernel = Literal["auto", "reference", "chunked", "compiled"]
+# where the per-token work of a block (layer norms, projections, SiLU, gates, dropout) runs: padded =
+# on the [B, L] batch, padding included; packed = on the real positions only, [T] tokens, with q, k, v
+# copied into a padded [B, L] layout for the attention kernel; auto = packed with the chunked kernel
+TokenLayout = Literal["auto", "padded", "packed"]
 
 
 @dataclass
@@ -29,6 +33,7 @@ class HSTUConfig(FeatureOptions, ModelConfig):
     time_buckets: int = 128  # buckets of log time gaps (0 disables the time bias)
     position_bias: bool = True
     kernel: HSTUKernel = "auto"  # attention kernel: auto | reference | chunked | compiled
+    token_layout: TokenLayout = "auto"  # per-token work on: auto | padded | packed (real positions only)
 
     def __post_init__(self) -> None:
         self.check_item_features()
@@ -41,6 +46,10 @@ class HSTUConfig(FeatureOptions, ModelConfig):
             raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
         if self.kernel not in get_args(HSTUKernel):
             raise ConfigError(f"model.kernel: unknown kernel {self.kernel!r}; valid: {', '.join(get_args(HSTUKernel))}")
+        if self.token_layout not in get_args(TokenLayout):
+            raise ConfigError(
+                f"model.token_layout: unknown layout {self.token_layout!r}; valid: {', '.join(get_args(TokenLayout))}"
+            )
 
     @property
     def uses_time(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,13 +53,54 @@ class PointWiseFeedForward(nn.Module):
 
 
 def scaled_inputs(
-    vectors: torch.Tensor, position_embedding: nn.Embedding, dropout: nn.Module, mask: torch.Tensor
+    vectors: torch.Tensor,
+    position_embedding: nn.Embedding,
+    dropout: nn.Module,
+    mask: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The input of SASRec's and HSTU's blocks: the items' encoder vectors [B, L, D] scaled by sqrt(D)
     (as the authors' SASRec scales its embedding table), plus the learned position embedding, then
-    dropout; zero where mask [B, L, 1] (`padding_mask`) is. Returns [B, L, D]."""
-    positions = torch.arange(vectors.shape[1], device=vectors.device)
-    return dropout(vectors * math.sqrt(vectors.shape[-1]) + position_embedding(positions)) * mask
+    dropout; zero where mask [B, L, 1] (`padding_mask`) is. Returns [B, L, D].
+
+    Packed tokens ([T, D] vectors, see `Packing`) give their `positions` [T] instead, and no mask."""
+    if positions is None:
+        positions = torch.arange(vectors.shape[1], device=vectors.device)
+    x = dropout(vectors * math.sqrt(vectors.shape[-1]) + position_embedding(positions))
+    return x if mask is None else x * mask
+
+
+@dataclass(frozen=True)
+class Packing:
+    """The real positions of a right-padded batch [B, L] as flat indices into its B * L slots.
+
+    Per-token work on `pack`ed [T, F] tensors (T real positions) skips the padding; `pad` gives the
+    [B, L, F] layout back with zeros at padding. Both are differentiable (an index_select and an
+    index_copy, whose backward is the other one)."""
+
+    index: torch.Tensor  # [T] int64, increasing: row-major order of the real positions
+    batch: int
+    length: int
+
+    @classmethod
+    def of(cls, items: torch.Tensor) -> Packing:
+        """items: [B, L] int64, 0 = padding."""
+        batch, length = items.shape
+        return cls((items != 0).reshape(-1).nonzero().squeeze(1), batch, length)
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """[T] int64: each token's position in its row."""
+        return self.index % self.length
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        """[B, L, F] -> [T, F], the real positions' rows."""
+        return padded.reshape(self.batch * self.length, -1).index_select(0, self.index)
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        """[T, F] -> [B, L, F], zeros at padding."""
+        slots = packed.new_zeros(self.batch * self.length, packed.shape[-1])
+        return slots.index_copy(0, self.index, packed).view(self.batch, self.length, -1)
 
 
 def padding_mask(items: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ Beauty: P ~ 1,100 positions x 12,102 items per batch):
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +36,8 @@ import torch.nn.functional as F
 # whole [P, N] product 1.8x slower
 BLOCK_FLOATS = 1 << 17
 SOFTMAX_BLOCK_FLOATS = 1 << 22  # the most floats in one [rows, N] block of the cross-entropy (16 MB)
+LN_2 = math.log(2.0)
+LOG2_E = 1.0 / LN_2
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +143,10 @@ class _BlockedSoftmaxCrossEntropy(torch.autograd.Function):
 
     The 1/T and 1/s scalings are applied to [rows, D] factors, never to the [rows, N] block, which
     is touched by the product, one max, one subtract-exp and one sum (the softmax's division, the
-    one-hot subtraction and the temperature never pass over it).
+    one-hot subtraction and the temperature never pass over it). The logits are computed in base 2
+    (log2(e) folded into the users' [P, D] scaling), so E = exp2(logits - max): torch's float32
+    `exp2` runs several times faster than its `exp` on a CPU (70 against 325 us on a [256, 1684]
+    block here, one thread), and the loss is converted back to nats once, at the end.
     """
 
     @staticmethod
@@ -147,26 +154,28 @@ class _BlockedSoftmaxCrossEntropy(torch.autograd.Function):
         want_users, want_table = ctx.needs_input_grad[:2]
         grad_users = torch.empty_like(users) if want_users else None
         grad_table = torch.zeros_like(table) if want_table else None
-        total = users.new_zeros((), dtype=torch.float64)
+        total = users.new_zeros((), dtype=torch.float64)  # in bits until the end
         scaled_users = users / temperature  # [P, D]: logits = scaled_users @ table.T
+        base2_users = scaled_users * LOG2_E  # [P, D]: logits / ln 2
         table_t = table.T
         block = users.new_empty(min(rows, users.shape[0]), table.shape[0])  # reused by every block
         for start in range(0, users.shape[0], rows):
             stop = min(start + rows, users.shape[0])
             block_users, block_positives = scaled_users[start:stop], positives[start:stop]
-            logits = torch.mm(block_users, table_t, out=block[: stop - start])  # [rows, N]
+            logits = torch.mm(base2_users[start:stop], table_t, out=block[: stop - start])  # [rows, N], base 2
             logits[:, 0] = float("-inf")
             picked = logits.gather(1, block_positives[:, None]).squeeze(1)  # [rows]
             row_max = logits.amax(dim=1, keepdim=True)  # [rows, 1]
-            exps = logits.sub_(row_max).exp_()  # E, in place
+            exps = logits.sub_(row_max).exp2_()  # E, in place
             sums = exps.sum(dim=1)  # [rows]
-            total += (row_max.squeeze(1) + sums.log() - picked).sum(dtype=torch.float64)
+            total += (row_max.squeeze(1) + sums.log2() - picked).sum(dtype=torch.float64)
             if want_users:
                 grad = torch.mm(exps, table, out=grad_users[start:stop])
                 grad.div_(sums[:, None]).sub_(table[block_positives]).div_(temperature)
             if want_table:
                 grad_table.addmm_(exps.T, block_users / sums[:, None])
                 grad_table.index_add_(0, block_positives, block_users, alpha=-1.0)
+        total *= LN_2  # bits -> nats
         scale = 1.0 / max(users.shape[0], 1) if mean else 1.0
         ctx.scale = scale
         ctx.save_for_backward(*(g for g in (grad_users, grad_table) if g is not None))

@@ -137,10 +137,12 @@ def build_loss(config: LossConfig, model: SequentialRecommender, reduction: str 
     return SampledSoftmaxLoss(sampler_cls(model.num_items, config.num_negatives), temperature, reduction=reduction)
 
 
-def micro_batch_size(config: TrainConfig, device: torch.device) -> int | None:
+def micro_batch_size(config: TrainConfig, device: torch.device, model: Recommender | None = None) -> int | None:
     """Rows per forward/backward pass (None = the whole batch); see `TrainConfig.micro_batch_size`."""
     if config.micro_batch_size:
         return config.micro_batch_size
+    if isinstance(model, SequentialRecommender) and model.skips_padding(device):
+        return None  # no padding to save (BENCHMARKS "HSTU training speed": whole batches are faster)
     return 16 if device.type == "cpu" and not config.loss.uses_whole_batch else None
 
 
@@ -184,7 +186,7 @@ class WindowObjective(Objective):
             # global random state that dropout and negative sampling use (and that checkpoints save)
             generator=torch.Generator().manual_seed(seed),
         )
-        self.micro_batch_size = micro_batch_size(config, device)
+        self.micro_batch_size = micro_batch_size(config, device, model)
 
     def steps_per_epoch(self) -> int:
         return len(self.loader)
@@ -204,8 +206,9 @@ class WindowObjective(Objective):
         loss_sum = torch.zeros((), dtype=torch.float64, device=step.device)
         rows = batch.users.numel()
         size = self.micro_batch_size or rows
-        if size < rows:  # the step is a sum over rows, so their order is free: group similar lengths
-            batch = batch.longest_first()
+        # the step is a sum over rows, so their order is free: group similar lengths (a micro-batch
+        # pads only to its own longest row; HSTU's chunked attention skips rows that end before a chunk)
+        batch = batch.longest_first()
         starts = range(0, rows, size)
         for start in starts:
             part = batch.rows(start, min(start + size, rows))
