@@ -201,3 +201,28 @@ def test_full_softmax_loss_trains_the_item_table_through_the_blocked_path(model)
     table_grad = model.item_encoder.weight.grad
     assert users.grad is not None and users.grad.abs().sum() > 0
     assert table_grad is not None and table_grad[positives].abs().sum() > 0
+
+
+def test_gathered_sampled_softmax_gradients_repeat_exactly_on_two_threads():
+    """The gather path's table gradient sums many repeated rows; it must not depend on thread timing
+    (plain indexing's accumulating backward differed in the last bits from run to run at 2 threads,
+    so a resumed run could not repeat an uninterrupted one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        model = SASRec(1700, SASRecConfig(max_len=4, dim=16, l2_norm=True))
+        users = torch.randn(3000, 16)
+        positives = torch.randint(1, 1701, (3000,))
+        grads = []
+        for _ in range(4):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(1)  # the same negatives every time
+            loss = SampledSoftmaxLoss(UniformNegatives(1700, 64), 0.05, score_all_items=False)
+            loss(users, positives, model).backward()
+            grads.append(model.item_encoder.weight.grad.clone())
+        assert grads[0].abs().sum() > 0
+        for grad in grads[1:]:
+            assert torch.equal(grad, grads[0])
+    finally:
+        torch.set_num_threads(threads)

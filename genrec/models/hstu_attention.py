@@ -61,13 +61,13 @@ class ChunkedBias:
         bias[b, i, j] = position_weights[relative[i, j]] + time_weights[buckets[c][b, i - start, j]]
 
     and adds the chunk's gradient back into the two tables with bincounts. relative: [L, L] int64
-    (j - i shifted to >= 0); buckets: per chunk, [rows_c, C, stop] int64 (computed once per batch
+    (j - i shifted to >= 0); buckets: per chunk, [rows_c, C, stop] int32 (computed once per batch
     by the model and shared by its blocks). A table that is None leaves its term out."""
 
     position_weights: torch.Tensor | None  # [2 * max_len - 1]
     relative: torch.Tensor | None  # [L, L]
     time_weights: torch.Tensor | None  # [time_buckets + 1]
-    buckets: list[torch.Tensor] | None  # per chunk [rows_c, C, stop]
+    buckets: list[torch.Tensor] | None  # per chunk [rows_c, C, stop] int32
     row_counts: list[int]
     chunk: int
 
@@ -77,7 +77,8 @@ class ChunkedBias:
         if self.position_weights is not None:
             bias = self.position_weights[self.relative[start:stop, :stop]][None]  # [1, C, stop]
         if self.time_weights is not None:
-            time = self.time_weights[self.buckets[index][:rows]]  # [rows, C, stop]
+            buckets = self.buckets[index][:rows]  # [rows, C, stop] int32, contiguous
+            time = self.time_weights.index_select(0, buckets.view(-1)).view(buckets.shape)
             bias = time if bias is None else bias + time
         return None if bias is None else bias[:, None]
 
@@ -164,13 +165,13 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
                 weights = F.silu(scores).mul_(mask)
                 if keep is not None:
                     weights.mul_(keep)
-                grad_v[:r, :stop] += torch.bmm(weights.transpose(1, 2), grad_chunk)
+                grad_v[:r, :stop].add_(torch.bmm(weights.transpose(1, 2), grad_chunk))  # not +=: no copy back
             grad_weights = torch.bmm(grad_chunk, v[:r, :stop].transpose(1, 2))  # [r, C, stop]
             if keep is not None:
                 grad_weights.mul_(keep)
             grad_scores = torch.ops.aten.silu_backward(grad_weights.mul_(mask), scores)
             grad_q[:r, start:stop] = torch.bmm(grad_scores, k[:r, :stop])
-            grad_k[:r, :stop] += torch.bmm(grad_scores.transpose(1, 2), q[:r, start:stop])
+            grad_k[:r, :stop].add_(torch.bmm(grad_scores.transpose(1, 2), q[:r, start:stop]))
             grid = grad_scores.view(r // heads, heads, stop - start, stop)
             if want_bias:  # summed over what the bias broadcasts over (heads; rows when it is shared)
                 if grad_bias.shape[1] == 1:

@@ -121,8 +121,10 @@ class SampledSoftmaxLoss(nn.Module):
             # one gather of positive and negatives, a cache-sized block of rows at a time on a CPU
             logits = sampled_scores(users, table, torch.cat([positives.unsqueeze(1), negatives], dim=1))  # [P, 1+K]
         else:
-            pos_logits = (users * table[positives]).sum(-1, keepdim=True)  # [P, 1]
-            neg_logits = torch.einsum("pd,pkd->pk", users, table[negatives])  # [P, K]
+            # F.embedding, not table[...]: the same rows, and a backward that sums repeated rows in a
+            # fixed order on a CPU (indexing's accumulate differed run to run at 2 threads)
+            pos_logits = (users * F.embedding(positives, table)).sum(-1, keepdim=True)  # [P, 1]
+            neg_logits = torch.einsum("pd,pkd->pk", users, F.embedding(negatives, table))  # [P, K]
             logits = torch.cat([pos_logits, neg_logits], dim=1)  # [P, 1+K]
         logits = logits.float() / self.temperature
         if neg_log_q is not None:

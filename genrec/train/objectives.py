@@ -240,8 +240,11 @@ class NextItemObjective(WindowObjective):
 
     def summed_loss(self, batch: SequenceBatch, module: nn.Module) -> torch.Tensor:
         hidden = module(batch.items, batch.timestamps, batch.lengths, batch.target_timestamps, batch.users)  # [B, L, D]
-        has_target = batch.targets != 0  # [B, L]
-        return self.extra(hidden[has_target], batch.targets[has_target], self.model)
+        # the positions with a target as flat indices: index_select's backward is an index_add, where a
+        # boolean mask's is a slower index_put
+        index = (batch.targets != 0).reshape(-1).nonzero().squeeze(1)  # [P]
+        users = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)  # [P, D]
+        return self.extra(users, batch.targets.reshape(-1)[index], self.model)
 
 
 class GenerativeObjective(WindowObjective):
