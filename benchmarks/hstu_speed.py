@@ -7,8 +7,10 @@ Same data (the config's leave-one-out split, exported with benchmarks/external/e
 model sizes (the config's; torch-rechub's script takes the same values), same machine, one after
 the other, each in a fresh child process:
 
-  genrec (shipped)   `genrec train CONFIG` as shipped (micro-batches of 16 on CPU, rows sorted by
-                     length, each micro-batch padded to its own longest row; HSTU's chunked attention)
+  genrec (shipped)   `genrec train CONFIG` as shipped (on a CPU: HSTU's chunked attention, packed
+                     tokens, whole batches with rows sorted by length)
+  genrec (padded)    the same with `model.token_layout=padded` and micro-batches of 16, each padded to
+                     its own longest row (what genrec shipped before packed tokens)
   genrec (glibc's default malloc)  the same with GENREC_KEEP_FREED_MEMORY=0 (genrec/allocator.py: freed
                      MB-sized blocks go back to the kernel, and every step faults them in again)
   genrec (reference attention)  the same with `model.kernel=reference` (one masked [B, H, L, L] product)
@@ -164,7 +166,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["shipped", "malloc", "reference", "full", "sampled", "whole", "rechub"],
+        choices=["shipped", "padded", "malloc", "reference", "full", "sampled", "whole", "rechub"],
         help="run these rows only (a row whose overrides leave the shipped config unchanged is skipped anyway)",
     )
     args = parser.parse_args()
@@ -191,6 +193,7 @@ def main() -> None:
     )
     variants = {  # key -> (label, overrides on top of the shipped config)
         "shipped": ("genrec (shipped)", []),
+        "padded": ("genrec (padded, micro-batches)", ["model.token_layout=padded", "train.micro_batch_size=16"]),
         "malloc": ("genrec (glibc's default malloc)", []),
         "reference": ("genrec (reference attention)", ["model.kernel=reference"]),
         "full": ("genrec (full softmax)", ["train.loss.name=full"]),
