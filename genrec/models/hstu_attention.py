@@ -212,7 +212,7 @@ def chunked_hstu_attention(
     - queries s..e-1 attend to keys 0..e-1 only (the reference computes all L keys and masks the
       rest: with 4 chunks this does 5/8 of its [L, L] cells);
     - with `lengths` ([B] real positions per row, right padding) sorted longest first, as a
-      training micro-batch is (`SequenceBatch.longest_first`), a chunk takes only the rows that
+      training batch is (`SequenceBatch.longest_first`), a chunk takes only the rows that
       have a position in it. Other rows' outputs there are padding positions: they are set to 0.
 
     Outputs at padding positions differ from the reference's (which are never used: the model
