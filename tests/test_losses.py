@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from genrec.models import SASRec, SASRecConfig
 from genrec.train.losses import FullSoftmaxLoss, InBatchNegatives, NegativeSampler, SampledSoftmaxLoss, UniformNegatives
@@ -149,13 +150,25 @@ def test_blocked_sampled_scores_reject_mismatched_shapes():
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("rows", [1, 5, 16, 64])
-def test_blocked_softmax_cross_entropy_matches_the_reference_in_values_and_gradients(rows, reduction):
-    from genrec.train.blocked_scores import blocked_softmax_cross_entropy, reference_softmax_cross_entropy
+@pytest.mark.parametrize("normalised", [False, True], ids=["row-max-shift", "shift-free"])
+def test_blocked_softmax_cross_entropy_matches_the_reference_in_values_and_gradients(rows, reduction, normalised):
+    """Both paths of the blocked loss: unnormalised vectors at T 0.1 (logits past SHIFT_FREE_BITS:
+    each row's maximum is subtracted) and L2-normalised ones at T 0.05 (exponentiated unshifted)."""
+    from genrec.train.blocked_scores import (
+        LOG2_E,
+        blocked_softmax_cross_entropy,
+        logits_are_bounded,
+        reference_softmax_cross_entropy,
+    )
 
     generator = torch.Generator().manual_seed(rows)
     P, N, D = 29, 31, 8
     users = torch.randn(P, D, generator=generator, dtype=torch.float64)
     table = torch.randn(N, D, generator=generator, dtype=torch.float64)
+    temperature = 0.1
+    if normalised:
+        users, table, temperature = F.normalize(users, dim=1), F.normalize(table, dim=1), 0.05
+    assert logits_are_bounded(users * LOG2_E / temperature, table) == normalised
     positives = torch.randint(1, N, (P,), generator=generator)
     assert positives.unique().numel() < P  # repeated positives: their table gradients add up
     upstream = 0.7  # backward must scale the gradients it stored by the upstream value
@@ -163,14 +176,14 @@ def test_blocked_softmax_cross_entropy_matches_the_reference_in_values_and_gradi
     for fn in (reference_softmax_cross_entropy, blocked_softmax_cross_entropy):
         u, t = users.clone().requires_grad_(), table.clone().requires_grad_()
         kwargs = {"rows": rows} if fn is blocked_softmax_cross_entropy else {}
-        loss = fn(u, t, positives, 0.1, reduction, **kwargs)
+        loss = fn(u, t, positives, temperature, reduction, **kwargs)
         (loss * upstream).backward()
         results.append((loss.detach(), u.grad, t.grad))
     for ref, fast in zip(results[0], results[1], strict=True):
         torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
     assert results[1][2][0].abs().max() == 0  # the padding row is never a class
     with torch.no_grad():  # evaluation: the same value, no gradient work
-        value = blocked_softmax_cross_entropy(users, table, positives, 0.1, reduction, rows=rows)
+        value = blocked_softmax_cross_entropy(users, table, positives, temperature, reduction, rows=rows)
     torch.testing.assert_close(value, results[0][0], rtol=1e-10, atol=1e-10)
 
 
@@ -191,6 +204,32 @@ def test_blocked_softmax_cross_entropy_is_stable_with_large_logits_in_float32():
         grads.append((loss.detach(), u.grad, t.grad))
     for ref, fast in zip(grads[0], grads[1], strict=True):
         torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_blocked_softmax_cross_entropy_unshifted_keeps_float32_precision_at_the_bound():
+    """The shift-free path in float32 where it is hardest: unit vectors, T 0.05 (logits within
+    +-28.9 bits), positives that are the items least like their user (each row's smallest logit)."""
+    from genrec.train.blocked_scores import (
+        LOG2_E,
+        blocked_softmax_cross_entropy,
+        logits_are_bounded,
+        reference_softmax_cross_entropy,
+    )
+
+    generator = torch.Generator().manual_seed(5)
+    users = F.normalize(torch.randn(64, 16, generator=generator), dim=1)
+    table = F.normalize(torch.randn(500, 16, generator=generator), dim=1)
+    assert logits_are_bounded(users * LOG2_E / 0.05, table)
+    positives = (users @ table[1:].T).argmin(dim=1) + 1
+    grads = []
+    for fn in (reference_softmax_cross_entropy, blocked_softmax_cross_entropy):
+        u, t = users.clone().requires_grad_(), table.clone().requires_grad_()
+        loss = fn(u, t, positives, 0.05)
+        loss.backward()
+        assert loss > 20  # each positive is about 30 nats behind its row's best item
+        grads.append((loss.detach(), u.grad, t.grad))
+    for ref, fast in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_full_softmax_loss_trains_the_item_table_through_the_blocked_path(model):

@@ -11,7 +11,12 @@ from torch import nn
 from genrec.errors import ConfigError
 from genrec.models import HSTU, HSTUConfig, SASRec, SASRecConfig
 from genrec.models.hstu import RelativeBias
-from genrec.models.hstu_attention import chunked_hstu_attention, hstu_attention, reference_hstu_attention
+from genrec.models.hstu_attention import (
+    chunked_hstu_attention,
+    hstu_attention,
+    packed_hstu_attention,
+    reference_hstu_attention,
+)
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
 from genrec.models.layers import Packing
 
@@ -252,6 +257,48 @@ def test_chunked_bias_matches_the_materialised_bias(terms, sorted_lengths):
         torch.testing.assert_close(a, b, msg=f"gradient of {name}")
     with pytest.raises(ValueError, match="chunked kernel"):
         hstu_attention(q, k, v, lazy, 16, kernel="reference")
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_packed_attention_matches_the_padded_chunked_kernel(heads, dropout_p):
+    """packed_hstu_attention on [T, H * d] column slices of one projection (as HSTU's block gives
+    them) against chunked_hstu_attention on the padded [B, H, L, d] copies: outputs, the projection's
+    gradient, and both bias tables' gradients; the same attention-dropout draws."""
+    torch.manual_seed(1)
+    B, L, dqk, dv = 4, 11, 3, 2
+    relative_bias = RelativeBias(max_len=12, time_buckets=8, position_bias=True).double()
+    tables = list(relative_bias.parameters())
+    lengths = torch.tensor([11, 8, 4, 1])
+    items = (torch.arange(L)[None, :] < lengths[:, None]).long()
+    packing = Packing.of(items)
+    times = torch.randint(0, 10**6, (B, L)).sort(dim=1).values
+    projection = torch.randn(packing.index.shape[0], heads * (dv + 2 * dqk), dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(packing.index.shape[0], heads * dv, dtype=torch.float64)
+
+    def packed() -> torch.Tensor:
+        v, q, k = projection.split([heads * dv, heads * dqk, heads * dqk], dim=1)
+        lazy = relative_bias.chunked(times, times + 7, lengths, chunk=3)
+        return packed_hstu_attention(q, k, v, lazy, 16, packing, heads, dropout_p)
+
+    def padded() -> torch.Tensor:
+        v, q, k = packing.pad(projection).split([heads * dv, heads * dqk, heads * dqk], dim=2)
+        q, k = (t.reshape(B, L, heads, dqk).transpose(1, 2) for t in (q, k))
+        v = v.reshape(B, L, heads, dv).transpose(1, 2)
+        lazy = relative_bias.chunked(times, times + 7, lengths, chunk=3)
+        out = chunked_hstu_attention(q, k, v, lazy, 16, dropout_p)  # [B, H, L, dv]
+        return packing.pack(out.transpose(1, 2).reshape(B, L, heads * dv))
+
+    results = []
+    for fn in (packed, padded):
+        torch.manual_seed(2)  # the same dropout draws: both run the same chunks in the same order
+        out = fn()
+        results.append((out, *torch.autograd.grad(out, (projection, *tables), grad)))
+    for name, a, b in zip(["output", "projection", "position table", "time table"], *results):
+        torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(ValueError, match="tokens for a packing"):
+        v, q, k = projection[1:].split([heads * dv, heads * dqk, heads * dqk], dim=1)
+        packed_hstu_attention(q, k, v, relative_bias.chunked(times, times, lengths, chunk=3), 16, packing, heads)
 
 
 def test_hstu_trains_the_same_with_the_chunked_and_the_reference_kernel():

@@ -13,7 +13,7 @@ from genrec.models import SequentialScorer
 from genrec.run_dir import RunDir
 from genrec.runner import build_model, dataset_for, evaluate_split, run, split_for
 from genrec.train.losses import SampledSoftmaxLoss
-from genrec.train.trainer import Trainer, TrainingError
+from genrec.train.trainer import Trainer, TrainingError, adamw
 
 TINY = [
     "model.name=hstu",
@@ -280,3 +280,24 @@ def test_validation_every_n_steps_resumes_exactly_from_the_middle_of_an_epoch(da
     for which in ("valid", "test"):
         resumed[which].pop("seconds"), whole[which].pop("seconds")
         assert resumed[which] == whole[which]
+
+
+def test_adamw_fuses_float_parameters_and_matches_the_unfused_update():
+    """The fused kernel where torch has it (CPU floats), the loop otherwise; the same AdamW update."""
+    weights = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    grads = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(1))
+    results = []
+    for make in (
+        lambda p: adamw(p, lr=0.1, weight_decay=0.1),
+        lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.1),
+    ):
+        param = torch.nn.Parameter(weights.clone())
+        optimizer = make([param])
+        for grad in grads:
+            param.grad = grad.clone()
+            optimizer.step()
+        results.append((optimizer, param.detach()))
+    assert results[0][0].defaults["fused"] and not results[1][0].defaults["fused"]
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=1e-6)
+    complex_param = torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))
+    assert not adamw([complex_param], lr=0.1).defaults["fused"]

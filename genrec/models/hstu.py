@@ -34,7 +34,14 @@ from torch import nn
 from genrec.errors import ConfigError
 from genrec.models.base import SequentialRecommender
 from genrec.models.dropout import Dropout
-from genrec.models.hstu_attention import CHUNK, ChunkedBias, chunk_row_counts, hstu_attention, resolve_kernel
+from genrec.models.hstu_attention import (
+    CHUNK,
+    ChunkedBias,
+    chunk_row_counts,
+    hstu_attention,
+    packed_hstu_attention,
+    resolve_kernel,
+)
 from genrec.models.hstu_config import HSTUConfig
 from genrec.models.item_encoder import IDEmbedding, ItemEncoder
 from genrec.models.layers import Packing, padding_mask, scaled_inputs, table_lookup
@@ -126,22 +133,27 @@ class HSTUBlock(nn.Module):
         ChunkedBias); lengths: [B] real positions (right padding) -> the shape of x.
 
         Packed, every per-token operation runs on the T real positions; only q, k and v are copied
-        into the padded [B, L] layout the attention kernel reads, and its output back."""
+        into the padded [B, L] layout the attention kernel reads, and its output back (inside the
+        chunked kernel, `packed_hstu_attention`, when the bias is a ChunkedBias)."""
         c = self.config
         H, dqk, dv = c.num_heads, c.attention_dim, c.value_dim
         normed = F.layer_norm(x, (x.shape[-1],), eps=1e-6)
-        u, vqk = F.silu(normed @ self.uvqk).split([H * dv, H * (dv + 2 * dqk)], dim=-1)
-        if packing is not None:
-            vqk = packing.pad(vqk)  # [B, L, H * (dv + 2 dqk)]
-        B, L, _ = vqk.shape
-        v, q, k = vqk.split([H * dv, H * dqk, H * dqk], dim=-1)
-        q, k = (t.view(B, L, H, dqk).transpose(1, 2) for t in (q, k))  # [B, H, L, dqk]
-        v = v.view(B, L, H, dv).transpose(1, 2)  # [B, H, L, dv]
         dropout_p = c.attention_dropout if self.training else 0.0
-        attended = hstu_attention(q, k, v, bias, c.max_len, dropout_p, c.kernel, lengths)  # [B, H, L, dv]
-        attended = attended.transpose(1, 2).reshape(B, L, H * dv)
-        if packing is not None:
-            attended = packing.pack(attended)  # [T, H * dv]
+        if packing is not None and isinstance(bias, ChunkedBias):
+            u, v, q, k = F.silu(normed @ self.uvqk).split([H * dv, H * dv, H * dqk, H * dqk], dim=-1)  # [T, .]
+            attended = packed_hstu_attention(q, k, v, bias, c.max_len, packing, H, dropout_p)  # [T, H * dv]
+        else:
+            u, vqk = F.silu(normed @ self.uvqk).split([H * dv, H * (dv + 2 * dqk)], dim=-1)
+            if packing is not None:
+                vqk = packing.pad(vqk)  # [B, L, H * (dv + 2 dqk)]
+            B, L, _ = vqk.shape
+            v, q, k = vqk.split([H * dv, H * dqk, H * dqk], dim=-1)
+            q, k = (t.view(B, L, H, dqk).transpose(1, 2) for t in (q, k))  # [B, H, L, dqk]
+            v = v.view(B, L, H, dv).transpose(1, 2)  # [B, H, L, dv]
+            attended = hstu_attention(q, k, v, bias, c.max_len, dropout_p, c.kernel, lengths)  # [B, H, L, dv]
+            attended = attended.transpose(1, 2).reshape(B, L, H * dv)
+            if packing is not None:
+                attended = packing.pack(attended)  # [T, H * dv]
         gated = F.layer_norm(attended, (H * dv,), eps=1e-6) * u  # Norm(A V) * U
         return x + self.out(self.dropout(gated))
 

@@ -14,13 +14,14 @@ every kernel to the reference, values and gradients.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from genrec.models.dropout import dropout
 from genrec.models.hstu_config import HSTUKernel
+from genrec.models.layers import Packing
 
 
 def reference_hstu_attention(
@@ -62,7 +63,11 @@ class ChunkedBias:
 
     and adds the chunk's gradient back into the two tables with bincounts. relative: [L, L] int64
     (j - i shifted to >= 0); buckets: per chunk, [rows_c, C, stop] int32 (computed once per batch
-    by the model and shared by its blocks). A table that is None leaves its term out."""
+    by the model and shared by its blocks). A table that is None leaves its term out.
+
+    The tables are shared by every block of the model, so a chunk's cells (and its flattened
+    position index) are built once per batch, by the first block that asks, and reused by the
+    others: the kernel reads them without autograd (it adds the tables' gradients itself)."""
 
     position_weights: torch.Tensor | None  # [2 * max_len - 1]
     relative: torch.Tensor | None  # [L, L]
@@ -70,9 +75,16 @@ class ChunkedBias:
     buckets: list[torch.Tensor] | None  # per chunk [rows_c, C, stop] int32
     row_counts: list[int]
     chunk: int
+    built: dict[tuple, torch.Tensor | None] = field(default_factory=dict, repr=False)
 
     def cells(self, index: int, start: int, stop: int, rows: int) -> torch.Tensor | None:
         """The bias of chunk `index`: [rows or 1, 1, stop - start, stop], or None without terms."""
+        key = ("cells", index, start, stop, rows)
+        if key not in self.built:
+            self.built[key] = self._cells(index, start, stop, rows)
+        return self.built[key]
+
+    def _cells(self, index: int, start: int, stop: int, rows: int) -> torch.Tensor | None:
         bias = None
         if self.position_weights is not None:
             bias = self.position_weights[self.relative[start:stop, :stop]][None]  # [1, C, stop]
@@ -82,22 +94,47 @@ class ChunkedBias:
             bias = time if bias is None else bias + time
         return None if bias is None else bias[:, None]
 
+    def relative_index(self, start: int, stop: int) -> torch.Tensor:
+        """[(stop - start) * stop] int64: the chunk's position-table index, flattened."""
+        key = ("relative", start, stop)
+        if key not in self.built:
+            self.built[key] = self.relative[start:stop, :stop].reshape(-1)
+        return self.built[key]
+
     def add_gradients(
         self, grads: list[torch.Tensor | None], index: int, start: int, stop: int, grad_cells: torch.Tensor
     ) -> None:
         """grads: [position, time] accumulators; grad_cells: [rows, C, stop] (summed over heads)."""
         if self.position_weights is not None:
-            index_ = self.relative[start:stop, :stop].reshape(-1)
-            grads[0] += torch.bincount(index_, grad_cells.sum(0).reshape(-1), self.position_weights.shape[0])
+            positions = self.relative_index(start, stop)
+            grads[0] += torch.bincount(positions, grad_cells.sum(0).reshape(-1), self.position_weights.shape[0])
         if self.time_weights is not None:
             index_ = self.buckets[index][: grad_cells.shape[0]].reshape(-1)
             grads[1] += torch.bincount(index_, grad_cells.reshape(-1), self.time_weights.shape[0])
 
 
+def heads_first(rows: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
+    """Rows of the padded layout [B * L, H * d] (heads side by side) -> the kernel's [B * H, L, d]."""
+    length, d = rows.shape[0] // batch, rows.shape[-1] // heads
+    if heads == 1:
+        return rows.view(batch, length, d)
+    return rows.view(batch, length, heads, d).transpose(1, 2).reshape(batch * heads, length, d)
+
+
+def tokens_first(padded: torch.Tensor, packing: Packing, heads: int) -> torch.Tensor:
+    """The kernel's [B * H, L, d] -> packed tokens [T, H * d] (the real positions' rows)."""
+    B, L, d = packing.batch, packing.length, padded.shape[-1]
+    if heads > 1:
+        padded = padded.view(B, heads, L, d).transpose(1, 2)  # [B, L, H, d]
+    return padded.reshape(B * L, heads * d).index_select(0, packing.index)
+
+
 class _ChunkedHSTUAttention(torch.autograd.Function):
     """The forward and backward of `chunked_hstu_attention`, one chunk of query positions at a time,
     on q, k [B*H, L, Dqk] and v [B*H, L, Dv] (row b's heads at b*H .. b*H+H-1, so a chunk's first
-    `rows` rows are its first rows*H entries).
+    `rows` rows are its first rows*H entries). With a `packing` (`packed_hstu_attention`), q, k and
+    v come as packed tokens [T, H*d] and the output and gradients go back packed: the copies between
+    the two layouts happen here, one `index_select` per tensor and direction.
 
     Every product is one `bmm` on strided views (no per-chunk copies of the inputs; an in-place
     `baddbmm_` into a strided slice would be a loop of per-matrix `addmm_` calls on a CPU). Autograd through sliced
@@ -107,10 +144,16 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, position_weights, time_weights, lazy_bias, n, dropout_p, row_counts, chunk, heads):  # noqa: ANN001, ANN205, PLR0913 - autograd's signature
+    def forward(
+        ctx, q, k, v, bias, position_weights, time_weights, lazy_bias, n, dropout_p, row_counts, chunk, heads, packing
+    ):  # noqa: ANN001, ANN205, PLR0913 - autograd's signature
+        if packing is not None:  # packed [T, H * d] in and out; the chunks read the padded [B*H, L, d]
+            # padding rows copy a real row (`filled_slots`): finite values that only padding queries read
+            q, k, v = (heads_first(t.index_select(0, packing.filled_slots), packing.batch, heads) for t in (q, k, v))
         L = q.shape[1]
         causal_over_n = torch.ones(L, L, dtype=q.dtype, device=q.device).tril_() / n
-        out = q.new_zeros(q.shape[0], L, v.shape[-1])  # rows a chunk skips are padding there: 0
+        # rows a chunk skips are padding there: 0 in the padded layout, never read back in the packed one
+        out = q.new_zeros(q.shape[0], L, v.shape[-1]) if packing is None else q.new_empty(q.shape[0], L, v.shape[-1])
         saved, keep_saved = [], any(ctx.needs_input_grad[:6])  # nothing to keep for evaluation
         for index, (start, rows) in enumerate(zip(range(0, L, chunk), row_counts)):
             stop, r = min(start + chunk, L), rows * heads
@@ -132,23 +175,27 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
             out[:r, start:stop] = torch.bmm(weights, v[:r, :stop])
             saved.append((scores, keep) if keep_saved else None)
         ctx.save_for_backward(q, k, v, bias)
-        ctx.chunks, ctx.chunk, ctx.heads, ctx.causal_over_n, ctx.lazy_bias = (
+        ctx.chunks, ctx.chunk, ctx.heads, ctx.causal_over_n, ctx.lazy_bias, ctx.packing = (
             saved,
             chunk,
             heads,
             causal_over_n,
             lazy_bias,
+            packing,
         )
-        return out
+        return out if packing is None else tokens_first(out, packing, heads)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205 - autograd's signature
         q, k, v, bias = ctx.saved_tensors
         want_q, want_k, want_v, want_bias, want_position, want_time = ctx.needs_input_grad[:6]
+        packing, heads = ctx.packing, ctx.heads
+        if packing is not None:  # zeros at padding: padding queries then add nothing to grad_k and grad_v
+            grad_out = heads_first(packing.pad(grad_out).view(-1, grad_out.shape[-1]), packing.batch, heads)
         grad_q, grad_k, grad_v = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         grad_bias = torch.zeros_like(bias) if want_bias else None
-        lazy, heads = ctx.lazy_bias, ctx.heads
+        lazy = ctx.lazy_bias
         table_grads = [  # the lazy bias's [position, time] tables, in float64 as bincount sums
             torch.zeros(t.shape, dtype=torch.float64, device=q.device) if t is not None else None
             for t in ((lazy.position_weights, lazy.time_weights) if lazy is not None else (None, None))
@@ -185,6 +232,8 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
             g.to(q.dtype) if g is not None and want else None
             for g, want in zip(table_grads, (want_position, want_time))
         )
+        if packing is not None:
+            grad_q, grad_k, grad_v = (tokens_first(g, packing, heads) for g in (grad_q, grad_k, grad_v))
         return (
             grad_q if want_q else None,
             grad_k if want_k else None,
@@ -192,7 +241,7 @@ class _ChunkedHSTUAttention(torch.autograd.Function):
             grad_bias,
             position_grad,
             time_grad,
-            *(None,) * 6,
+            *(None,) * 7,
         )
 
 
@@ -226,28 +275,61 @@ def chunked_hstu_attention(
     # alignment), and a resumed run would no longer repeat an uninterrupted one bit for bit
     q3, k3, v3 = (t.reshape(B * H, L, t.shape[-1]).contiguous() for t in (q, k, v))
     if isinstance(bias, ChunkedBias):  # the model built it for these rows and chunks
-        if len(bias.row_counts) != len(range(0, L, bias.chunk)):
-            raise ValueError(f"a ChunkedBias of {len(bias.row_counts)} chunks for length {L}")
-        out = _ChunkedHSTUAttention.apply(
-            q3,
-            k3,
-            v3,
-            None,
-            bias.position_weights,
-            bias.time_weights,
-            bias,
-            n,
-            dropout_p,
-            bias.row_counts,
-            bias.chunk,
-            H,
-        )
+        out = with_chunked_bias(q3, k3, v3, bias, n, dropout_p, H, L)
     else:
         if bias.dim() != 4 or bias.shape[0] not in (1, B) or bias.shape[1] not in (1, H) or bias.shape[2:] != (L, L):
             raise ValueError(f"expected bias [B or 1, H or 1, {L}, {L}], got {tuple(bias.shape)}")
         row_counts = chunk_row_counts(lengths, B, L, chunk)
-        out = _ChunkedHSTUAttention.apply(q3, k3, v3, bias, None, None, None, n, dropout_p, row_counts, chunk, H)
+        out = _ChunkedHSTUAttention.apply(q3, k3, v3, bias, None, None, None, n, dropout_p, row_counts, chunk, H, None)
     return out.view(B, H, L, v.shape[-1])
+
+
+def packed_hstu_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: ChunkedBias,
+    n: int,
+    packing: Packing,
+    heads: int,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """`chunked_hstu_attention` on packed tokens: q, k [T, H * Dqk] and v [T, H * Dv] (the real
+    positions of `packing`'s batch, heads side by side, as HSTU's projection gives them; column
+    slices of one tensor are fine) -> [T, H * Dv].
+
+    The copy into the kernel's padded layout and back happens inside the kernel, once per tensor in
+    each direction: no padded q, k, v or output exists outside it, and the gradients come back
+    packed (no [B, L, 3 D] concatenation in the backward). `bias` must have been built for
+    `packing`'s batch (rows sorted longest first)."""
+    if q.dim() != 2 or k.shape != q.shape or v.shape[0] != q.shape[0] or q.shape[1] % heads or v.shape[1] % heads:
+        raise ValueError(
+            f"expected q, k [T, H * Dqk] and v [T, H * Dv] for {heads} heads, got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[0] != packing.index.shape[0]:
+        raise ValueError(f"{q.shape[0]} tokens for a packing of {packing.index.shape[0]}")
+    return with_chunked_bias(q, k, v, bias, n, dropout_p, heads, packing.length, packing)
+
+
+def with_chunked_bias(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: ChunkedBias,
+    n: int,
+    dropout_p: float,
+    heads: int,
+    length: int,
+    packing: Packing | None = None,
+) -> torch.Tensor:
+    """The kernel with a `ChunkedBias` built for a batch of padded length `length` (checked here)."""
+    if len(bias.row_counts) != len(range(0, length, bias.chunk)):
+        raise ValueError(f"a ChunkedBias of {len(bias.row_counts)} chunks for length {length}")
+    tables = (bias.position_weights, bias.time_weights)
+    return _ChunkedHSTUAttention.apply(
+        q, k, v, None, *tables, bias, n, dropout_p, bias.row_counts, bias.chunk, heads, packing
+    )
 
 
 _compiled: Callable | None = None

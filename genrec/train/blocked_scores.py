@@ -38,6 +38,9 @@ BLOCK_FLOATS = 1 << 17
 SOFTMAX_BLOCK_FLOATS = 1 << 22  # the most floats in one [rows, N] block of the cross-entropy (16 MB)
 LN_2 = math.log(2.0)
 LOG2_E = 1.0 / LN_2
+# |base-2 logit| bound under which the cross-entropy exponentiates without subtracting each row's
+# maximum: exp2 of +-64 and sums of up to 2^60 such terms stay far inside float32's normal range
+SHIFT_FREE_BITS = 64.0
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -67,6 +70,15 @@ def softmax_block_rows(num_items: int) -> int:
     gradient into the table's, so fewer, larger blocks win: 256 rows ran fastest on ML-100K's 1,683
     and Beauty's 12,102 items), fewer where a block would pass 4M floats (16 MB), at least 16."""
     return max(16, min(256, SOFTMAX_BLOCK_FLOATS // max(num_items, 1)))
+
+
+def logits_are_bounded(base2_users: torch.Tensor, table: torch.Tensor, bits: float = SHIFT_FREE_BITS) -> bool:
+    """Whether every logit users[p] . table[j] ([P, D] x [N, D]) lies within +-bits, by Cauchy-Schwarz
+    (|u . t| <= |u| |t|): two norms over [P, D] and [N, D] instead of a max over the [P, N] logits."""
+    if base2_users.numel() == 0 or table.numel() == 0:
+        return True
+    bound = base2_users.norm(dim=1).max() * table.norm(dim=1).max()
+    return bool(bound <= bits)
 
 
 class _BlockedSampledScores(torch.autograd.Function):
@@ -135,18 +147,21 @@ def reference_softmax_cross_entropy(
 
 
 class _BlockedSoftmaxCrossEntropy(torch.autograd.Function):
-    """Per block of rows, with E = exp(logits - row max) and s = E's row sums (softmax = E / s):
+    """Per block of rows, with E = exp(logits - c) for any per-row shift c (softmax = E / s, s = E's
+    row sums):
 
-        loss_p        = max_p + log s_p - logit[p, positive_p]
-        d / d users   = (E @ table / s - table[positives]) / T
+        loss_p        = c_p + log s_p - logit[p, positive_p]
+        d / d users   = E @ table / (s T) - table[positives] / T
         d / d table   = E.T @ (users / (s T)) - (users / T) scattered onto the positives' rows
 
-    The 1/T and 1/s scalings are applied to [rows, D] factors, never to the [rows, N] block, which
-    is touched by the product, one max, one subtract-exp and one sum (the softmax's division, the
-    one-hot subtraction and the temperature never pass over it). The logits are computed in base 2
-    (log2(e) folded into the users' [P, D] scaling), so E = exp2(logits - max): torch's float32
+    The 1/T and 1/s scalings are applied to [rows, D] factors, never to the [rows, N] block, and
+    the positives' terms once for all rows after the blocks. The logits are computed in base 2
+    (log2(e) folded into the users' [P, D] scaling), so E = exp2(logits - c): torch's float32
     `exp2` runs several times faster than its `exp` on a CPU, and the loss is converted back to
-    nats once, at the end.
+    nats once, at the end. The shift c is 0 when every logit is known to lie within
+    +-SHIFT_FREE_BITS (`logits_are_bounded`: always so for L2-normalised vectors at the usual
+    temperatures), so a block is touched by the product, one exp2 and one sum; otherwise c is the
+    row's maximum, as in `F.cross_entropy` (one more max and subtraction per block).
     """
 
     @staticmethod
@@ -157,24 +172,31 @@ class _BlockedSoftmaxCrossEntropy(torch.autograd.Function):
         total = users.new_zeros((), dtype=torch.float64)  # in bits until the end
         scaled_users = users / temperature  # [P, D]: logits = scaled_users @ table.T
         base2_users = scaled_users * LOG2_E  # [P, D]: logits / ln 2
+        shift_free = logits_are_bounded(base2_users, table)
         table_t = table.T
         block = users.new_empty(min(rows, users.shape[0]), table.shape[0])  # reused by every block
         for start in range(0, users.shape[0], rows):
             stop = min(start + rows, users.shape[0])
-            block_users, block_positives = scaled_users[start:stop], positives[start:stop]
             logits = torch.mm(base2_users[start:stop], table_t, out=block[: stop - start])  # [rows, N], base 2
-            logits[:, 0] = float("-inf")
-            picked = logits.gather(1, block_positives[:, None]).squeeze(1)  # [rows]
-            row_max = logits.amax(dim=1, keepdim=True)  # [rows, 1]
-            exps = logits.sub_(row_max).exp2_()  # E, in place
+            picked = logits.gather(1, positives[start:stop, None]).squeeze(1)  # [rows]
+            if shift_free:
+                exps = logits.exp2_()  # E, in place
+                exps[:, 0] = 0.0  # the padding item is never a class
+            else:
+                logits[:, 0] = float("-inf")
+                row_max = logits.amax(dim=1, keepdim=True)  # [rows, 1]
+                exps = logits.sub_(row_max).exp2_()
+                total += row_max.sum(dtype=torch.float64)
             sums = exps.sum(dim=1)  # [rows]
-            total += (row_max.squeeze(1) + sums.log2() - picked).sum(dtype=torch.float64)
+            total += (sums.log2() - picked).sum(dtype=torch.float64)
             if want_users:
-                grad = torch.mm(exps, table, out=grad_users[start:stop])
-                grad.div_(sums[:, None]).sub_(table[block_positives]).div_(temperature)
+                torch.mm(exps, table, out=grad_users[start:stop]).div_(sums[:, None] * temperature)
             if want_table:
-                grad_table.addmm_(exps.T, block_users / sums[:, None])
-                grad_table.index_add_(0, block_positives, block_users, alpha=-1.0)
+                grad_table.addmm_(exps.T, scaled_users[start:stop] / sums[:, None])
+        if want_users:
+            grad_users.sub_(table.index_select(0, positives), alpha=1.0 / temperature)
+        if want_table:
+            grad_table.index_add_(0, positives, scaled_users, alpha=-1.0)
         total *= LN_2  # bits -> nats
         scale = 1.0 / max(users.shape[0], 1) if mean else 1.0
         ctx.scale = scale

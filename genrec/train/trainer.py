@@ -101,6 +101,17 @@ class TrainState:
     stopped_early: bool = False
 
 
+def adamw(parameters: list[nn.Parameter], **hyper: Any) -> torch.optim.AdamW:
+    """AdamW, with torch's fused kernel where every parameter is a float on a CPU or a GPU: one
+    call per step instead of about ten operators per parameter."""
+    if parameters and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in parameters):
+        try:
+            return torch.optim.AdamW(parameters, fused=True, **hyper)
+        except RuntimeError:  # torch < 2.4 fuses on GPUs only
+            pass
+    return torch.optim.AdamW(parameters, **hyper)
+
+
 class Trainer:
     """Trains `model` on `split.train` and selects it on `split.valid` (test is touched once, at the end).
 
@@ -133,9 +144,7 @@ class Trainer:
         self.objective = objective
         self.module: nn.Module = DistributedDataParallel(model) if context.enabled else model
         self.progress = progress and context.is_main
-        self.optimizer = torch.optim.AdamW(
-            objective.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay
-        )
+        self.optimizer = adamw(objective.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.scheduler = build_schedule(self.optimizer, t, total_steps=total_steps(objective, t))
         self.state = TrainState()
         self.best_valid: dict[str, float] | None = None  # metrics of the best checkpoint, when computed in this process
