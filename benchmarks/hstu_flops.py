@@ -10,7 +10,9 @@ real epoch, divided by the rate this machine's GEMM reaches, against the measure
    the optimizer) is not counted, so the limit below is a lower bound of any implementation's time.
 2. GEMM rate: the best of several fp32 `torch.mm` of 2048 x 2048 x 2048 at `--threads` threads, and
    the rate of the recipe's most common product shapes, for reference.
-3. Measured: median seconds of epochs 2..E of the same trainer, no counter, no validation.
+3. Measured: median seconds of epochs 2..E of the same trainer, no counter, no validation. Also
+   each epoch against a GEMM probe taken just before it ("paired"): the machine's speed drifts in
+   phases, and a probe taken at another time than the epochs compares the phases.
 
 Prints one line per figure and a final JSON object. Run it with nothing else on the machine.
 """
@@ -77,13 +79,18 @@ def main() -> None:
     flops = counter.get_total_flops()
     by_op = Counter({str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()})
 
-    seconds = []
+    seconds, rates = [], []
     for epoch in range(1, args.epochs + 1):
         batches = list(trainer.objective.batches(epoch))  # collation is not the step's arithmetic
+        rates.append(gemm_rate(2048, 2048, 2048, seconds=0.5))  # the machine's phase right now
         started = time.perf_counter()
         trainer.train_epoch(epoch, batches=batches)
         seconds.append(time.perf_counter() - started)
-    measured = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    timed = slice(1, None) if len(seconds) > 1 else slice(None)
+    measured = statistics.median(seconds[timed])
+    # each epoch against the GEMM rate measured just before it: this machine's speed drifts by
+    # 15-20% in phases of tens of seconds, and a probe taken at another time compares the phases
+    paired = statistics.median(s * r / flops for s, r in zip(seconds[timed], rates[timed]))
 
     peak = gemm_rate(2048, 2048, 2048)
     dim = getattr(config.model, "dim", 64)
@@ -100,10 +107,16 @@ def main() -> None:
         "measured_s": measured,
         "epoch_seconds": seconds,
         "ratio": measured / limit,
+        "gemm_gflops_before_each_epoch": [r / 1e9 for r in rates],
+        "ratio_paired": paired,
     }
     print(f"{config.name}: {flops / 1e9:.1f} GFLOP of matrix products per epoch ({args.threads} threads)")
     print(f"GEMM rate: {peak / 1e9:.1f} GFLOP/s (2048^3), {shaped / 1e9:.1f} GFLOP/s (item scores shape)")
     print(f"limit {limit:.2f} s/epoch, measured {measured:.2f} s/epoch: {measured / limit:.1f}x the limit")
+    print(
+        f"each epoch against the GEMM rate just before it (median of epochs 2..{args.epochs}): {paired:.2f}x "
+        f"(rates {', '.join(f'{r / 1e9:.0f}' for r in rates)} GFLOP/s)"
+    )
     print(json.dumps(result))
 
 
