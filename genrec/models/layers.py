@@ -93,8 +93,8 @@ class Packing:
     """The real positions of a right-padded batch [B, L] as flat indices into its B * L slots.
 
     Per-token work on `pack`ed [T, F] tensors (T real positions) skips the padding; `pad` gives the
-    [B, L, F] layout back with zeros at padding. Both are differentiable, each one `index_select`
-    forward and backward."""
+    [B, L, F] layout back with zeros at padding. Both are differentiable: `pack` is an `index_select`
+    (its backward scatters into zeros), `pad` an `index_select` each way (`_Pad`)."""
 
     index: torch.Tensor  # [T] int64, increasing: row-major order of the real positions
     batch: int
