@@ -73,8 +73,8 @@ def scaled_inputs(
 
 class _Pad(torch.autograd.Function):
     """packed [T, F] -> [B * L, F] by reading row slots[s] of packed with a zero row appended (T =
-    padding). Both directions are one `index_select`: autograd's `index_copy` into zeros runs about
-    3x slower on a CPU, and the backward of a gather would be a scatter."""
+    padding). Both directions are one `index_select`: autograd's `index_copy` into zeros is slower on
+    a CPU (it was the slowest copy of an HSTU step), and the backward of a gather would be a scatter."""
 
     @staticmethod
     def forward(ctx, packed: torch.Tensor, slots: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
